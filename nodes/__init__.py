@@ -1,0 +1,10 @@
+"""ComfyUI nodes of the pack, one module per stage; each adapts ComfyUI objects to vcd_core."""
+
+from comfy_api.latest import io
+
+from .noise import VCD3DGaussianNoise, VCD3DGaussianNoiseLatent
+
+NODES: list[type[io.ComfyNode]] = [
+    VCD3DGaussianNoise,
+    VCD3DGaussianNoiseLatent,
+]
