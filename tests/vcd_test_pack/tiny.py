@@ -13,6 +13,7 @@ import math
 import torch
 
 UNET_CONFIG = {
+    "image_size": 32,
     "model_channels": 32,
     "channel_mult": [1, 2],
     "num_res_blocks": [1, 1],

@@ -1,0 +1,120 @@
+"""The 3D Gaussian noise prior (vcd_core.noise_prior): statistics, layouts, seeds, parity."""
+
+import pytest
+import torch
+
+from vcd_core import noise_prior
+
+GAMMAS = [0.0, 0.1, 0.5, 0.9, 1.0]
+
+
+def lag_correlation(noise: torch.Tensor, lag: int) -> float:
+    """Pearson correlation between frame i and frame i+lag over all other entries, all i pooled."""
+    a, b = noise[:-lag].reshape(-1).double(), noise[lag:].reshape(-1).double()
+    return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+
+def draw(gamma: float, seed: int = 0, frames: int = 8, shape=(4, 64, 64)) -> torch.Tensor:
+    return noise_prior.correlated_noise_like(torch.zeros((frames, *shape)), gamma, seed)
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_lag_correlation_matches_gamma_power(gamma):
+    noise = draw(gamma)
+    for lag in (1, 2, 3):
+        # 16384 independent entries per frame pair: standard error < 0.01.
+        assert lag_correlation(noise, lag) == pytest.approx(gamma**lag, abs=0.03), lag
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_unit_marginal_variance_and_zero_mean(gamma):
+    noise = draw(gamma, frames=6)
+    per_frame = noise.reshape(6, -1)
+    assert torch.allclose(per_frame.var(dim=1), torch.ones(6), atol=0.03)
+    assert per_frame.mean(dim=1).abs().max() < 0.03
+
+
+def test_empirical_covariance_is_sigma():
+    noise = draw(0.6, frames=5, shape=(4, 96, 96)).reshape(5, -1).double()
+    empirical = noise @ noise.T / noise.shape[1]
+    assert torch.allclose(empirical, noise_prior.frame_covariance(5, 0.6), atol=0.03)
+
+
+def test_gamma_one_gives_identical_frames_and_zero_iid():
+    assert torch.equal(draw(1.0)[0], draw(1.0)[7])
+    assert torch.isfinite(draw(1.0)).all()
+    assert abs(lag_correlation(draw(0.0), 1)) < 0.03
+
+
+def test_deterministic_per_seed_and_different_across_seeds():
+    assert torch.equal(draw(0.3, seed=7), draw(0.3, seed=7))
+    assert not torch.equal(draw(0.3, seed=7), draw(0.3, seed=8))
+
+
+def test_independent_across_channels_and_pixels():
+    noise = draw(0.5, frames=4, shape=(4, 64, 64))
+    channels = torch.corrcoef(torch.stack([noise[:, 0].reshape(-1), noise[:, 1].reshape(-1)]))[0, 1]
+    pixels = torch.corrcoef(torch.stack([noise[..., :-1].reshape(-1), noise[..., 1:].reshape(-1)]))[0, 1]
+    assert abs(float(channels)) < 0.03 and abs(float(pixels)) < 0.03
+
+
+def test_global_rng_untouched():
+    state = torch.random.get_rng_state()
+    draw(0.2)
+    noise_prior.authors_noise(4, 4, 8, 8, gamma=0.2, seed=1)
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_video_latent_layout_correlates_along_time_only():
+    latent = torch.zeros((3, 4, 8, 32, 32))  # [B, C, T, h, w]
+    noise = noise_prior.correlated_noise_like(latent, 0.7, seed=3)
+    assert noise.shape == latent.shape
+    per_item_frames_first = noise.permute(0, 2, 1, 3, 4)  # [B, T, C, h, w]
+    lag1 = [lag_correlation(per_item_frames_first[b], 1) for b in range(3)]
+    assert lag1 == pytest.approx([0.7] * 3, abs=0.04)
+    across_batch = torch.corrcoef(torch.stack([noise[0].reshape(-1), noise[1].reshape(-1)]))[0, 1]
+    assert abs(float(across_batch)) < 0.03
+
+
+def test_batch_index_continues_the_chain():
+    full = noise_prior.correlated_noise_like(torch.zeros((8, 4, 8, 8)), 0.4, seed=5)
+    part = noise_prior.correlated_noise_like(torch.zeros((3, 4, 8, 8)), 0.4, seed=5, batch_index=[5, 6, 7])
+    assert torch.equal(part, full[5:8])
+    video = noise_prior.correlated_noise_like(torch.zeros((2, 4, 6, 8, 8)), 0.4, seed=5)
+    picked = noise_prior.correlated_noise_like(torch.zeros((1, 4, 6, 8, 8)), 0.4, seed=5, batch_index=[1])
+    assert torch.equal(picked[0], video[1])
+
+
+def test_batch_index_length_must_match():
+    with pytest.raises(ValueError, match="batch_index"):
+        noise_prior.correlated_noise_like(torch.zeros((3, 4, 8, 8)), 0.4, seed=5, batch_index=[0, 1])
+
+
+def test_dtype_and_device_follow_request():
+    gen = torch.Generator().manual_seed(0)
+    out = noise_prior.correlated_noise(4, (2, 3), 0.5, generator=gen, dtype=torch.float16, device="cpu")
+    assert out.dtype == torch.float16 and out.shape == (4, 2, 3)
+    assert noise_prior.correlated_noise_like(torch.zeros((2, 4, 4, 4), dtype=torch.bfloat16), 0.1, 0).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("gamma", [-0.1, 1.5])
+def test_gamma_outside_unit_interval_is_rejected(gamma):
+    with pytest.raises(ValueError, match="gamma"):
+        draw(gamma)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.1, 0.2, 0.95])
+def test_authors_mode_equals_fresh_multivariate_normal_draw(gamma):
+    frames, channels, h, w, seed = 16, 4, 8, 8, 1234
+    idx = torch.arange(frames, dtype=torch.float32)
+    sigma = gamma ** (idx[:, None] - idx[None, :]).abs()
+    sigma.fill_diagonal_(1.0)
+    torch.manual_seed(seed)
+    expected = torch.distributions.MultivariateNormal(torch.zeros(frames), sigma).sample((channels, h, w))
+    expected = expected.permute(3, 0, 1, 2)
+    assert torch.equal(noise_prior.authors_noise(frames, channels, h, w, gamma=gamma, seed=seed), expected)
+
+
+def test_authors_mode_survives_gamma_one():
+    noise = noise_prior.authors_noise(6, 4, 8, 8, gamma=1.0, seed=0)
+    assert torch.equal(noise[0], noise[5]) and noise.shape == (6, 4, 8, 8)
