@@ -42,7 +42,7 @@ def _load_package(name: str, path: Path) -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def comfy() -> SimpleNamespace:
+def inproc() -> SimpleNamespace:
     """ComfyUI imported in this process on the CPU, with this pack and the tiny-model test pack."""
     _require_comfyui()
     from comfy.cli_args import args
@@ -66,7 +66,7 @@ def host(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """../shared beside the clone (docs, the authors' files); absent in a user's clone."""
     if not SHARED.is_dir():

@@ -1,0 +1,151 @@
+"""Convert between API-format graphs (what /prompt takes) and UI-format workflows (what users load).
+
+UI workflows in ``workflows/`` are generated from their API twins in ``workflows/api/`` with the
+node schemas of a live server (plus the AnimateDiff-Evolved snapshot), and converted back in tests
+the way the frontend does (``graphToPrompt``), so the two can never drift apart.
+
+    python -m devtools.ui_workflow      # regenerate workflows/*.json (starts a headless server)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+ADE_SNAPSHOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "animatediff-evolved-object_info.json"
+
+
+def load_ade_snapshot(path: Path = ADE_SNAPSHOT) -> dict:
+    """AnimateDiff-Evolved's node schemas (it cannot run in CI), without the ``_source`` note."""
+    data = json.loads(path.read_text())
+    data.pop("_source", None)
+    return data
+
+
+def _ordered_inputs(spec: dict) -> list[tuple[str, list]]:
+    inputs = []
+    for section in ("required", "optional"):
+        specs = spec["input"].get(section, {})
+        for name in spec.get("input_order", {}).get(section, list(specs)):
+            inputs.append((name, specs[name]))
+    return inputs
+
+
+def _input_type(entry: list) -> str:
+    kind = entry[0]
+    return "COMBO" if isinstance(kind, list) else kind
+
+
+def _is_widget(entry: list) -> bool:
+    options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+    return _input_type(entry) in WIDGET_TYPES and not options.get("forceInput")
+
+
+def _has_control(entry: list) -> bool:
+    return len(entry) > 1 and isinstance(entry[1], dict) and bool(entry[1].get("control_after_generate"))
+
+
+def _depths(api: dict) -> dict[str, int]:
+    depth: dict[str, int] = {}
+
+    def visit(nid: str) -> int:
+        if nid not in depth:
+            parents = [str(v[0]) for v in api[nid]["inputs"].values() if isinstance(v, list) and len(v) == 2]
+            depth[nid] = 1 + max((visit(p) for p in parents), default=-1)
+        return depth[nid]
+
+    for nid in api:
+        visit(nid)
+    return depth
+
+
+def api_to_ui(api: dict, schemas: dict) -> dict:
+    """A UI-format workflow (litegraph 0.4) laid out in columns by graph depth."""
+    nodes, links = [], []
+    depth = _depths(api)
+    rows: dict[int, float] = {}
+    out_links: dict[tuple[str, int], list[int]] = {}
+    for order, nid in enumerate(sorted(api, key=lambda n: (depth[n], int(n)))):
+        node, spec = api[nid], schemas[api[nid]["class_type"]]
+        inputs, widgets = [], []
+        for name, entry in _ordered_inputs(spec):
+            value = node["inputs"].get(name)
+            if isinstance(value, list) and len(value) == 2:
+                link_id = len(links) + 1
+                src, slot = str(value[0]), int(value[1])
+                links.append([link_id, int(src), slot, int(nid), len(inputs), schemas[api[src]["class_type"]]["output"][slot]])
+                out_links.setdefault((src, slot), []).append(link_id)
+                inputs.append({"name": name, "type": _input_type(entry), "link": link_id})
+            elif _is_widget(entry):
+                widgets.append(value if name in node["inputs"] else (entry[1].get("default") if len(entry) > 1 else None))
+                if _has_control(entry):
+                    widgets.append("fixed")
+        column = depth[nid]
+        y = rows.get(column, 60.0)
+        height = 60 + 26 * (len(inputs) + len(widgets) + len(spec["output"]))
+        rows[column] = y + height + 40
+        nodes.append({
+            "id": int(nid), "type": node["class_type"], "pos": [60 + 380 * column, y], "size": [340, height],
+            "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": [],
+            "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets,
+            **({"title": node["_meta"]["title"]} if "_meta" in node else {}),
+        })
+    for entry in nodes:
+        spec = schemas[entry["type"]]
+        entry["outputs"] = [
+            {"name": spec["output_name"][i], "type": kind, "links": out_links.get((str(entry["id"]), i), []), "slot_index": i}
+            for i, kind in enumerate(spec["output"])
+        ]
+    return {
+        "last_node_id": max(int(n) for n in api), "last_link_id": len(links), "nodes": nodes, "links": links,
+        "groups": [], "config": {}, "extra": {}, "version": 0.4,
+    }
+
+
+def ui_to_api(ui: dict, schemas: dict) -> dict:
+    """The API graph the frontend queues for a UI workflow (active nodes only)."""
+    links = {link[0]: link for link in ui["links"]}
+    api = {}
+    for node in ui["nodes"]:
+        if node.get("mode", 0) != 0:
+            continue
+        spec = schemas[node["type"]]
+        linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
+        values = list(node.get("widgets_values", []))
+        inputs = {}
+        for name, entry in _ordered_inputs(spec):
+            if _is_widget(entry):
+                value = values.pop(0) if values else None
+                if _has_control(entry) and values:
+                    values.pop(0)
+                if name not in linked:
+                    inputs[name] = value
+            if name in linked:
+                link = links[linked[name]]
+                inputs[name] = [str(link[1]), link[2]]
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return api
+
+
+def strip_meta(api: dict) -> dict:
+    return {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in api.items()}
+
+
+def main() -> None:
+    import os
+    import tempfile
+
+    from .host import ComfyHost
+
+    root = Path(__file__).resolve().parents[1] / "workflows"
+    with tempfile.TemporaryDirectory() as tmp, ComfyHost(os.environ["COMFYUI_DIR"], tmp) as host:
+        schemas = {**load_ade_snapshot(), **host.object_info()}
+    for api_path in sorted((root / "api").glob("*.json")):
+        ui = api_to_ui(json.loads(api_path.read_text()), schemas)
+        (root / api_path.name).write_text(json.dumps(ui, indent=1) + "\n")
+        print("wrote", root / api_path.name)
+
+
+if __name__ == "__main__":
+    main()

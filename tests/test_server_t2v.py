@@ -1,0 +1,72 @@
+"""T2V VCD on a real ComfyUI server: schemas, the shipped workflow on tiny models, validation."""
+
+import copy
+
+import safetensors.torch
+import torch
+from PIL import Image, ImageSequence
+
+from devtools import graphs
+
+
+def test_object_info_lists_the_noise_nodes(host):
+    info = host.object_info()
+    noise = info["VCD3DGaussianNoise"]
+    assert noise["output"] == ["NOISE"]
+    gamma = noise["input"]["required"]["gamma"]
+    assert gamma[0] == "FLOAT" and gamma[1]["default"] == 0.1 and (gamma[1]["min"], gamma[1]["max"]) == (0.0, 1.0)
+    assert "steadier" in gamma[1]["tooltip"]
+    latent = info["VCD3DGaussianNoiseLatent"]
+    assert latent["output"] == ["LATENT"]
+    assert latent["input_order"]["required"] == ["width", "height", "frames", "seed", "gamma", "mode"]
+    assert latent["input"]["required"]["mode"][1]["options"] == ["ar1", "authors"]
+
+
+def test_t2v_workflow_runs_and_writes_an_animation(host):
+    graph = graphs.tinyize(graphs.load_api("t2v_vcd"), size=64, frames=8, steps=2)
+    result = host.run(graph)
+    assert result.ok, result.describe()
+    files = host.output_files(result)
+    assert len(files) == 1 and files[0].suffix == ".webp" and files[0].is_file()
+    with Image.open(files[0]) as animation:
+        frames = list(ImageSequence.Iterator(animation))
+        assert len(frames) == 8 and animation.size == (64, 64)
+
+
+def test_latent_node_authors_mode_over_http(host):
+    from vcd_core import noise_prior
+
+    graph = {
+        "1": {"class_type": "VCD3DGaussianNoiseLatent",
+              "inputs": {"width": 64, "height": 32, "frames": 6, "seed": 77, "gamma": 0.2, "mode": "authors"}},
+        "2": {"class_type": "SaveLatent", "inputs": {"samples": ["1", 0], "filename_prefix": "vcd_test/noise"}},
+    }
+    result = host.run(graph)
+    assert result.ok, result.describe()
+    [latent_file] = host.output_dir.glob("vcd_test/noise*.latent")
+    saved = safetensors.torch.load_file(str(latent_file))["latent_tensor"]
+    assert torch.equal(saved, noise_prior.authors_noise(6, 4, 4, 8, gamma=0.2, seed=77))
+
+
+def _rejection(host, graph, node_id):
+    result = host.run(graph)
+    assert result.http_status == 400, result.describe()
+    return result.node_errors[node_id]["errors"][0]
+
+
+def test_gamma_above_one_is_rejected_naming_the_input(host):
+    graph = graphs.tinyize(graphs.load_api("t2v_vcd"))
+    noise_id = next(nid for nid, n in graph.items() if n["class_type"] == "VCD3DGaussianNoise")
+    graph[noise_id]["inputs"]["gamma"] = 1.5
+    error = _rejection(host, graph, noise_id)
+    assert error["type"] == "value_bigger_than_max" and error["extra_info"]["input_name"] == "gamma"
+
+
+def test_zero_frames_is_rejected_naming_the_input(host):
+    graph = {
+        "1": {"class_type": "VCD3DGaussianNoiseLatent",
+              "inputs": {"width": 64, "height": 64, "frames": 0, "seed": 0, "gamma": 0.1, "mode": "ar1"}},
+        "2": {"class_type": "SaveLatent", "inputs": {"samples": ["1", 0], "filename_prefix": "vcd_test/bad"}},
+    }
+    error = _rejection(host, copy.deepcopy(graph), "1")
+    assert error["type"] == "value_smaller_than_min" and error["extra_info"]["input_name"] == "frames"
