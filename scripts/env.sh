@@ -14,8 +14,9 @@ if [ ! -f "$venv/.complete" ]; then
   echo "[vcd] building the environment in $venv (one time, a few minutes)" >&2
   rm -rf "$venv"
   python3.11 -m venv "$venv" 2>/dev/null || python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip >&2
-  "$venv/bin/python" -m pip install -q -r "$VCD_ROOT/requirements-dev.txt" >&2
+  quiet() { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
+  "$venv/bin/python" -m pip install -q --upgrade pip 2>&1 | quiet
+  "$venv/bin/python" -m pip install -q -r "$VCD_ROOT/requirements-dev.txt" 2>&1 | quiet
   touch "$venv/.complete"
 fi
 VCD_PYTHON="$venv/bin/python"

@@ -5,11 +5,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import pytest
 
@@ -30,29 +29,12 @@ def _require_comfyui() -> str:
     return COMFYUI_DIR
 
 
-def _load_package(name: str, path: Path) -> ModuleType:
-    """Import a folder as a package under ``name``, the way ComfyUI imports a custom-node pack."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path / "__init__.py", submodule_search_locations=[str(path)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def inproc() -> SimpleNamespace:
     """ComfyUI imported in this process on the CPU, with this pack and the tiny-model test pack."""
-    _require_comfyui()
-    from comfy.cli_args import args
+    from devtools.inproc import load_comfy
 
-    args.cpu = True
-    import comfy.model_management  # noqa: F401  (must come after args.cpu)
-
-    pack = _load_package("vcd", REPO)
-    test_pack = _load_package("vcd_test_pack", REPO / "tests" / "vcd_test_pack")
-    return SimpleNamespace(pack=pack, tiny=test_pack.tiny)
+    return load_comfy(_require_comfyui())
 
 
 @pytest.fixture(scope="session")
