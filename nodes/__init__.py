@@ -2,9 +2,14 @@
 
 from comfy_api.latest import io
 
+from .face import VCDFaceDetect, VCDFaceRefine
 from .noise import VCD3DGaussianNoise, VCD3DGaussianNoiseLatent
+from .tiled import VCDTiledRefine
 
 NODES: list[type[io.ComfyNode]] = [
     VCD3DGaussianNoise,
     VCD3DGaussianNoiseLatent,
+    VCDFaceDetect,
+    VCDFaceRefine,
+    VCDTiledRefine,
 ]

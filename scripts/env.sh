@@ -8,16 +8,16 @@ VCD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VCD_CACHE="${VCD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vcd-comfyui}"
 mkdir -p "$VCD_CACHE"
 
-req_hash=$(cat "$VCD_ROOT/requirements.txt" "$VCD_ROOT/requirements-dev.txt" | sha256sum | cut -c1-12)
-venv="$VCD_CACHE/venv-$req_hash"
-if [ ! -f "$venv/.complete" ]; then
-  echo "[vcd] building the environment in $venv (one time, a few minutes)" >&2
-  rm -rf "$venv"
-  python3.11 -m venv "$venv" 2>/dev/null || python3 -m venv "$venv"
+# One venv, re-synced (incrementally: pip skips what is there) whenever the requirements' hash changes.
+req_hash=$(cat "$VCD_ROOT/requirements.txt" "$VCD_ROOT/requirements-dev.txt" | sha256sum | cut -c1-16)
+venv="$VCD_CACHE/venv"
+if [ "$(cat "$venv/.req-hash" 2>/dev/null)" != "$req_hash" ]; then
+  echo "[vcd] syncing the environment in $venv with requirements-dev.txt (first time: a few minutes)" >&2
+  [ -x "$venv/bin/python" ] || python3.11 -m venv "$venv" 2>/dev/null || python3 -m venv "$venv"
   quiet() { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
   "$venv/bin/python" -m pip install -q --upgrade pip 2>&1 | quiet
   "$venv/bin/python" -m pip install -q -r "$VCD_ROOT/requirements-dev.txt" 2>&1 | quiet
-  touch "$venv/.complete"
+  echo "$req_hash" > "$venv/.req-hash"
 fi
 VCD_PYTHON="$venv/bin/python"
 

@@ -1,0 +1,146 @@
+"""Face VCD: detect faces per frame, and refine the face of a whole clip through one crop window."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from comfy_api.latest import io
+
+from ..vcd_core import face, face_detect
+from .sampling import SamplingSettings, denoise_clip, sampler_inputs
+
+HAAR = "opencv_haar"
+YOLO_FOLDER = "ultralytics_bbox"  # the folder key Impact Pack users already have: models/ultralytics/bbox
+CROP_MODES = ["union", "per_frame_smoothed"]
+log = logging.getLogger("vcd")
+
+
+def detector_options() -> list[str]:
+    """The built-in Haar detector, then every YOLO face model in ``models/ultralytics/bbox``."""
+    import os
+
+    import folder_paths
+
+    if YOLO_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(YOLO_FOLDER, os.path.join(folder_paths.models_dir, "ultralytics", "bbox"))
+    return [HAAR] + [f"yolo/{name}" for name in folder_paths.get_filename_list(YOLO_FOLDER)]
+
+
+def detect_masks(images: torch.Tensor, detector: str) -> torch.Tensor:
+    """``[F, H, W]`` face masks (box-shaped, largest face per frame); empty frames stay in the batch."""
+    if detector == HAAR:
+        boxes = face_detect.haar_faces(images)
+    elif detector.startswith("yolo/"):
+        import folder_paths
+
+        path = folder_paths.get_full_path(YOLO_FOLDER, detector[len("yolo/"):])
+        if path is None:
+            raise ValueError(f"detector: {detector[5:]!r} is not in models/ultralytics/bbox.")
+        boxes = face_detect.yolo_faces(images, path)
+    else:
+        raise ValueError(f"detector must be {HAAR!r} or a 'yolo/<file>' from models/ultralytics/bbox (got {detector!r}).")
+    return face_detect.boxes_to_masks(boxes, images.shape[1], images.shape[2], largest_only=True)
+
+
+def check_masks(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """A MASK batch that matches the frames one to one (a single mask is used for every frame)."""
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.shape[-2:] != image.shape[1:3]:
+        raise ValueError(f"mask is {mask.shape[-1]}x{mask.shape[-2]} but the frames are {image.shape[2]}x{image.shape[1]}: "
+                         "resize the mask to the frames.")
+    if mask.shape[0] == 1:
+        mask = mask.expand(image.shape[0], -1, -1)
+    if mask.shape[0] != image.shape[0]:
+        raise ValueError(f"mask has {mask.shape[0]} frames but image has {image.shape[0]}: give one mask per frame (or one for all).")
+    return mask.float()
+
+
+class VCDFaceDetect(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VCDFaceDetect",
+            display_name="VCD Face Detect",
+            category="VCD/face",
+            description="A face MASK per frame (empty where none is found) and a preview with the boxes. "
+                        "opencv_haar needs no downloaded weights; YOLO face models come from models/ultralytics/bbox.",
+            inputs=[io.Image.Input("image"), io.Combo.Input("detector", options=detector_options(), default=HAAR)],
+            outputs=[io.Mask.Output(display_name="mask"), io.Image.Output(display_name="preview")],
+        )
+
+    @classmethod
+    def execute(cls, image: torch.Tensor, detector: str) -> io.NodeOutput:
+        masks = detect_masks(image, detector)
+        edge = masks - (-torch.nn.functional.max_pool2d(-masks[:, None], 5, 1, 2))[:, 0]
+        preview = image[..., :3].clone()
+        preview[edge > 0] = torch.tensor([1.0, 0.2, 0.2])
+        return io.NodeOutput(masks, preview)
+
+
+class VCDFaceRefine(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VCDFaceRefine",
+            display_name="VCD Face Refine",
+            category="VCD/face",
+            description="Face VCD: crop one window around the face for all frames (union of the face masks x "
+                        "crop_factor), re-denoise the crop clip in ONE sampling call with the face as noise mask "
+                        "(the motion module keeps frames consistent), paste back with a feathered mask.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Conditioning.Input("positive"),
+                io.Conditioning.Input("negative"),
+                io.Vae.Input("vae"),
+                io.Image.Input("image"),
+                io.Float.Input("crop_factor", default=3.0, min=1.0, max=10.0, step=0.1,
+                               tooltip="Window side = face box side x crop_factor (the paper: 3)."),
+                io.Int.Input("guide_size", default=512, min=64, max=2048, step=8,
+                             tooltip="Small crops are upscaled to this side before denoising."),
+                io.Int.Input("max_size", default=1024, min=64, max=4096, step=8,
+                             tooltip="Crops are never denoised above this side."),
+                *sampler_inputs(denoise=0.8, gamma=0.0),
+                io.Int.Input("feather", default=5, min=0, max=100, tooltip="Soft edge of the paste mask, in pixels."),
+                io.Combo.Input("crop_mode", options=CROP_MODES, default="union",
+                               tooltip="union: one window for all frames (the paper). per_frame_smoothed: same-size "
+                                       "windows that follow a moving face, smoothed over time."),
+                io.Combo.Input("detector", options=detector_options(), default=HAAR,
+                               tooltip="Used only when no mask is connected."),
+                io.Mask.Input("mask", optional=True, tooltip="Face masks (one per frame, or one for all) from any segmenter."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="image"),
+                io.Mask.Output(display_name="paste_mask"),
+                io.Image.Output(display_name="crop_before"),
+                io.Image.Output(display_name="crop_after"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, vae, image: torch.Tensor, crop_factor: float, guide_size: int,
+                max_size: int, denoise: float, steps: int, cfg: float, sampler_name: str, scheduler: str, seed: int,
+                gamma: float, feather: int, crop_mode: str, detector: str, mask: torch.Tensor | None = None) -> io.NodeOutput:
+        settings = SamplingSettings(seed, steps, cfg, sampler_name, scheduler, denoise, gamma)
+        if crop_mode not in CROP_MODES:
+            raise ValueError(f"crop_mode must be one of {CROP_MODES} (got {crop_mode!r}).")
+        masks = check_masks(mask, image) if mask is not None else detect_masks(image, detector)
+        if crop_mode == "union":
+            window = face.union_window(masks, crop_factor)
+            windows = None if window is None else [window] * image.shape[0]
+        else:
+            windows = face.per_frame_windows(masks, crop_factor)
+        if windows is None:
+            log.warning("VCD Face Refine: no face in any frame; returning the frames unchanged.")
+            return io.NodeOutput(image, torch.zeros(image.shape[:3]), image, image)
+
+        size = face.crop_size(windows[0].height, guide_size, max_size)
+        before = face.crop_clip(image[..., :3], windows, size)
+        latent = vae.encode(before)
+        noise_mask = face.latent_noise_mask(masks, windows, latent.shape[-1])
+        samples = denoise_clip(model, positive, negative, latent, settings, noise_mask=noise_mask)
+        after = vae.decode(samples).reshape(-1, *before.shape[1:]).to(image.dtype)
+        paste_mask = face.feather_mask(masks, feather)
+        refined = face.paste_clip(image[..., :3], after, windows, paste_mask)
+        return io.NodeOutput(refined, paste_mask, before, after)

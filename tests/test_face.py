@@ -1,0 +1,97 @@
+"""Face VCD geometry (vcd_core.face) and the default face detector on a real photograph."""
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from vcd_core import face, face_detect
+from vcd_core.geometry import Box
+
+
+def box_mask(frames, height, width, boxes):
+    masks = torch.zeros(frames, height, width)
+    for i, b in enumerate(boxes):
+        if b is not None:
+            masks[i, b.y0:b.y1, b.x0:b.x1] = 1
+    return masks
+
+
+def test_union_window_contains_every_box_scaled_by_crop_factor():
+    boxes = [Box(40, 60, 50, 66), Box(44, 66, 58, 70), None, Box(38, 58, 46, 62)]
+    masks = box_mask(4, 200, 240, boxes)
+    window = face.union_window(masks, crop_factor=3.0)
+    union = Box(38, 66, 46, 70)
+    assert window.height == window.width and window.height % 8 == 0
+    assert window.height >= 3 * max(union.height, union.width)
+    for b in [b for b in boxes if b is not None]:
+        cy, cx = (b.y0 + b.y1) / 2, (b.x0 + b.x1) / 2
+        side = 3 * max(b.height, b.width)
+        assert window.contains(Box(int(cy - side / 2), int(cy + side / 2), int(cx - side / 2), int(cx + side / 2))) or window.contains(b)
+        assert window.contains(b)
+    assert 0 <= window.y0 and window.y1 <= 200 and 0 <= window.x0 and window.x1 <= 240
+
+
+def test_window_clamps_to_frame_and_never_exceeds_it():
+    masks = box_mask(1, 64, 96, [Box(0, 40, 80, 96)])
+    window = face.union_window(masks, crop_factor=3.0)
+    assert window.height == 64 and window.y0 == 0 and window.x1 <= 96 and window.x0 >= 0
+
+
+def test_no_face_gives_no_window():
+    assert face.union_window(torch.zeros(3, 32, 32), 3.0) is None
+    assert face.per_frame_windows(torch.zeros(3, 32, 32), 3.0) is None
+
+
+def test_per_frame_windows_follow_the_face_smoothly_with_one_size():
+    boxes = [Box(20, 36, 10 + 8 * i, 26 + 8 * i) for i in range(8)]
+    windows = face.per_frame_windows(box_mask(8, 128, 200, boxes), 2.0, smoothing=1)
+    assert len({w.height for w in windows}) == 1
+    centers = [(w.x0 + w.x1) / 2 for w in windows]
+    assert centers == sorted(centers) and centers[-1] > centers[0]
+
+
+def test_paste_of_unchanged_crop_is_identity_within_resize_error():
+    image = torch.from_numpy(skimage.data.astronaut()[:256, :256].copy()).float()[None].repeat(2, 1, 1, 1) / 255
+    window = Box(40, 136, 80, 176)  # 96 px, resized up to 256 and back
+    crops = face.crop_clip(image, [window] * 2, 256)
+    pasted = face.paste_clip(image, crops, [window] * 2, torch.ones(2, 256, 256))
+    assert (pasted - image).abs().mean() < 0.01
+    outside = torch.ones(256, 256, dtype=torch.bool)
+    outside[40:136, 80:176] = False
+    assert torch.equal(pasted[:, outside], image[:, outside])
+
+
+def test_feather_is_monotone_at_the_edge():
+    mask = box_mask(1, 64, 64, [Box(10, 50, 10, 50)])
+    soft = face.feather_mask(mask, 5)[0]
+    row = soft[30, :32]
+    assert torch.all(row[1:] >= row[:-1]) and row[0] == 0 and soft[30, 30] == 1
+    assert soft[30, 10] > 0 and soft[30, 10] < 1
+    assert torch.equal(face.feather_mask(mask, 0), mask)
+
+
+def test_latent_noise_mask_is_zero_outside_the_face():
+    masks = box_mask(2, 64, 64, [Box(16, 32, 16, 32)] * 2)
+    noise_mask = face.latent_noise_mask(masks, [Box(0, 64, 0, 64)] * 2, 8)
+    assert noise_mask.shape == (2, 1, 8, 8)
+    assert noise_mask[:, :, 2:4, 2:4].min() == 1 and noise_mask.sum() == 2 * 4
+
+
+def test_crop_size_guides_small_crops_up_and_caps_large():
+    assert face.crop_size(96, 512, 1024) == 512
+    assert face.crop_size(800, 512, 1024) == 800
+    assert face.crop_size(2000, 512, 1024) == 1024
+
+
+def test_default_detector_finds_the_astronauts_face_and_none_in_noise():
+    image = torch.from_numpy(skimage.data.astronaut()).float()[None] / 255
+    [[found]] = face_detect.haar_faces(image)
+    # The astronaut's face lies around rows 60-170, columns 170-280 of the 512x512 photograph.
+    assert Box(40, 190, 150, 300).contains(found) and found.height > 60
+    rng = np.random.default_rng(0)
+    noise = torch.from_numpy(rng.random((3, 256, 256, 3))).float()
+    assert face_detect.haar_faces(noise) == [[], [], []]
+    crop = image[:, :256, 100:356]
+    masks = face_detect.boxes_to_masks(face_detect.haar_faces(torch.cat([crop, crop * 0])), 256, 256)
+    assert masks.shape == (2, 256, 256) and masks[0].sum() > 0 and masks[1].sum() == 0

@@ -1,0 +1,94 @@
+"""Tiled VCD's plan, blend weights and tiled calls (vcd_core.tiling)."""
+
+import pytest
+import torch
+
+from vcd_core import tiling
+from vcd_core.geometry import Box
+
+
+def plain_denoiser(x, sigma, cond):
+    """A per-pixel, per-frame stand-in with a spatially varying response."""
+    return torch.tanh(x * sigma.view(-1, 1, 1, 1) + cond)
+
+
+CLIP_FRAMES = 8
+
+
+def frame_mixing_denoiser(x, sigma, cond):
+    """Mixes frames like a motion module: reshapes ``(b f)`` with f = CLIP_FRAMES, each frame depends on
+    all frames of its clip at that pixel."""
+    clips = x.reshape(-1, CLIP_FRAMES, *x.shape[1:])
+    mixed = clips.cumsum(dim=1) / torch.arange(1, CLIP_FRAMES + 1).view(1, -1, 1, 1, 1) + 0.1 * clips.flip(1)
+    return mixed.reshape(x.shape)
+
+
+@pytest.mark.parametrize("height,width,tile,overlap", [(64, 64, 32, 8), (50, 37, 16, 4), (10, 90, 24, 6), (20, 20, 64, 8)])
+def test_plan_covers_exactly_with_uniform_tiles_and_weights_sum_to_one(height, width, tile, overlap):
+    plan = tiling.tile_plan(height, width, tile, overlap)
+    assert len({(t.height, t.width) for t in plan}) == 1
+    assert all(0 <= t.y0 < t.y1 <= height and 0 <= t.x0 < t.x1 <= width for t in plan)
+    total = torch.zeros(height, width)
+    for t, w in zip(plan, tiling.blend_weights(plan, height, width, overlap)):
+        assert (w > 0).all()
+        total[t.y0:t.y1, t.x0:t.x1] += w
+    assert torch.allclose(total, torch.ones(height, width), atol=1e-6)
+
+
+def test_tile_larger_than_frame_is_one_tile():
+    assert tiling.tile_plan(20, 30, 64, 8) == [Box(0, 20, 0, 30)]
+
+
+def test_single_tile_equals_untiled_call_exactly():
+    x, sigma, cond = torch.randn(6, 4, 16, 16), torch.rand(6), torch.randn(4, 16, 16)
+    assert torch.equal(tiling.tiled(plain_denoiser, tile=16, overlap=4)(x, sigma, cond), plain_denoiser(x, sigma, cond))
+
+
+def test_blending_a_constant_denoiser_returns_the_constant():
+    x = torch.randn(3, 4, 40, 56)
+    out = tiling.tiled(lambda t, s: torch.full_like(t, 0.37), tile=16, overlap=6)(x, torch.ones(3))
+    assert torch.allclose(out, torch.full_like(x, 0.37), atol=1e-6)
+
+
+@pytest.mark.parametrize("tile_batch", [1, 3])
+def test_frames_stay_contiguous_per_tile(tile_batch):
+    """A denoiser that mixes frames but not pixels gives the untiled result: every tile saw the whole clip."""
+    x, sigma = torch.randn(CLIP_FRAMES, 4, 30, 44), torch.rand(CLIP_FRAMES)
+    untiled = frame_mixing_denoiser(x, sigma, 0.0)
+    tiled = tiling.tiled(frame_mixing_denoiser, tile=12, overlap=4, tile_batch=tile_batch)(x, sigma, 0.0)
+    assert torch.allclose(tiled, untiled, atol=1e-5)
+
+
+def test_list_outputs_are_blended_each():
+    x = torch.randn(2, 4, 24, 24)
+    plan = tiling.tile_plan(24, 24, 16, 8)
+    weights = tiling.blend_weights(plan, 24, 24, 8)
+    cond, uncond = tiling.tiled_apply(lambda t, n: [t * 2, t - 1], x, plan, weights)
+    assert torch.allclose(cond, x * 2, atol=1e-6) and torch.allclose(uncond, x - 1, atol=1e-6)
+
+
+def test_model_sees_one_tile_at_four_times_the_area():
+    """Peak working size follows the tile: the largest input the model sees at 4x the area is one tile."""
+    seen = []
+
+    def attention_like(x, sigma):
+        tokens = x.flatten(2).transpose(1, 2)  # an O(tokens^2) intermediate, like self-attention
+        scores = tokens @ tokens.transpose(1, 2)
+        seen.append(scores.numel() * scores.element_size())
+        return x
+
+    small, large = torch.randn(4, 4, 32, 32), torch.randn(4, 4, 64, 64)
+    tiling.tiled(attention_like, tile=32, overlap=8)(small, torch.ones(4))
+    one_tile_bytes = max(seen)
+    seen.clear()
+    tiling.tiled(attention_like, tile=32, overlap=8)(large, torch.ones(4))
+    assert max(seen) == one_tile_bytes
+    seen.clear()
+    attention_like(large, None)
+    assert seen[0] == 16 * one_tile_bytes  # untiled: 4x the area is 16x the attention memory
+
+
+@pytest.mark.parametrize("tile,overlap", [(16, 16), (16, 20), (0, 0), (16, -1)])
+def test_bad_tiling_is_rejected(tile, overlap):
+    with pytest.raises(ValueError, match="overlap|tile"):
+        tiling.tile_plan(64, 64, tile, overlap)

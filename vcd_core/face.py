@@ -1,0 +1,130 @@
+"""Face VCD geometry: one crop window for the clip, crop/resize, latent noise mask, feathered paste-back.
+
+The paper takes the union of the face masks of all frames, enlarges its box by ``crop_factor``
+(3) into ONE square window, re-denoises that crop clip jointly, and pastes it back with a
+feathered mask. ``per_frame_windows`` is the alternative for faces that move a lot: same-size
+windows whose centres follow the face, smoothed over time. Images are ComfyUI-style ``[F, H, W, C]``
+floats, masks ``[F, H, W]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .geometry import Box
+
+__all__ = [
+    "mask_box", "crop_window", "union_window", "per_frame_windows", "crop_size",
+    "crop_clip", "paste_clip", "feather_mask", "latent_noise_mask",
+]
+
+
+def mask_box(mask: torch.Tensor) -> Box | None:
+    """The bounding box of the non-zero pixels of a ``[H, W]`` (or ``[F, H, W]``, all frames) mask."""
+    nonzero = (mask > 0.5).reshape(-1, *mask.shape[-2:]).any(dim=0)
+    if not bool(nonzero.any()):
+        return None
+    rows, cols = nonzero.any(dim=1).nonzero(), nonzero.any(dim=0).nonzero()
+    return Box(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+
+
+def _square_side(box: Box, crop_factor: float, height: int, width: int, multiple: int) -> int:
+    side = math.ceil(max(box.height, box.width) * crop_factor / multiple) * multiple
+    limit = (min(height, width) // multiple) * multiple or min(height, width)
+    return max(min(side, limit), min(multiple, limit))
+
+
+def _place(center_y: float, center_x: float, side: int, height: int, width: int) -> Box:
+    y0 = int(round(center_y - side / 2))
+    x0 = int(round(center_x - side / 2))
+    y0, x0 = min(max(y0, 0), height - side), min(max(x0, 0), width - side)
+    return Box(y0, y0 + side, x0, x0 + side)
+
+
+def crop_window(box: Box, crop_factor: float, height: int, width: int, multiple: int = 8) -> Box:
+    """A square window around ``box`` enlarged by ``crop_factor``, side a multiple of ``multiple``,
+    clamped into the frame (a window larger than the frame shrinks to fit)."""
+    side = _square_side(box, crop_factor, height, width, multiple)
+    return _place((box.y0 + box.y1) / 2, (box.x0 + box.x1) / 2, side, height, width)
+
+
+def union_window(masks: torch.Tensor, crop_factor: float, multiple: int = 8) -> Box | None:
+    """The paper's single window for every frame: the union of all frames' masks, enlarged. None without a face."""
+    box = mask_box(masks)
+    return None if box is None else crop_window(box, crop_factor, masks.shape[-2], masks.shape[-1], multiple)
+
+
+def per_frame_windows(masks: torch.Tensor, crop_factor: float, smoothing: int = 2, multiple: int = 8) -> list[Box] | None:
+    """Same-size windows following the face, centres averaged over ``2*smoothing+1`` frames.
+
+    Frames without a face take the nearest detected frame's box. None when no frame has a face.
+    """
+    boxes = [mask_box(m) for m in masks]
+    found = [i for i, b in enumerate(boxes) if b is not None]
+    if not found:
+        return None
+    boxes = [boxes[min(found, key=lambda j: abs(j - i))] for i in range(len(boxes))]
+    height, width = masks.shape[-2:]
+    side = max(_square_side(b, crop_factor, height, width, multiple) for b in boxes)
+    centers = torch.tensor([[(b.y0 + b.y1) / 2, (b.x0 + b.x1) / 2] for b in boxes], dtype=torch.float64)
+    windows = []
+    for i in range(len(boxes)):
+        lo, hi = max(0, i - smoothing), min(len(boxes), i + smoothing + 1)
+        cy, cx = centers[lo:hi].mean(dim=0).tolist()
+        windows.append(_place(cy, cx, side, height, width))
+    return windows
+
+
+def crop_size(side: int, guide_size: int, max_size: int, multiple: int = 8) -> int:
+    """Side of the resized crop: up to ``guide_size`` if smaller (never down), capped at ``max_size``."""
+    target = max(side, guide_size)
+    target = min(target, max_size)
+    return max(multiple, (target // multiple) * multiple)
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize ``[F, H, W, C]`` to ``size x size`` with antialiasing (bicubic, clamped to [0, 1])."""
+    x = images.movedim(-1, 1)
+    x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    return x.movedim(1, -1).clamp(0.0, 1.0)
+
+
+def crop_clip(images: torch.Tensor, windows: Sequence[Box], size: int) -> torch.Tensor:
+    """Crop frame ``i`` to ``windows[i]`` and resize every crop to ``size x size``: the crop clip ``[F, s, s, C]``."""
+    crops = torch.stack([w.crop(img.movedim(-1, 0)).movedim(0, -1) for img, w in zip(images, windows)])
+    return crops if crops.shape[1] == size else _resize(crops, size)
+
+
+def feather_mask(mask: torch.Tensor, feather: int) -> torch.Tensor:
+    """Soften a binary ``[F, H, W]`` mask inward: 0 outside, rising over ``feather`` px to 1 inside."""
+    mask = (mask > 0.5).float()
+    if feather <= 0:
+        return mask
+    x = mask[:, None]
+    layers = [x]
+    for k in range(1, feather):
+        layers.append(-F.max_pool2d(-x, kernel_size=2 * k + 1, stride=1, padding=k))  # erode by k px
+    return torch.stack(layers).mean(dim=0)[:, 0]
+
+
+def paste_clip(images: torch.Tensor, clip: torch.Tensor, windows: Sequence[Box], paste_mask: torch.Tensor) -> torch.Tensor:
+    """Resize the crop clip back to each window and blend it into the frames with ``paste_mask`` ``[F, H, W]``."""
+    out = images.clone()
+    for i, window in enumerate(windows):
+        patch = clip[i : i + 1]
+        if patch.shape[1] != window.height:
+            patch = _resize(patch, window.height)
+        alpha = window.crop(paste_mask[i])[..., None].to(images.dtype)
+        region = out[i, window.y0:window.y1, window.x0:window.x1]
+        out[i, window.y0:window.y1, window.x0:window.x1] = region * (1 - alpha) + patch[0].to(images.dtype) * alpha
+    return out
+
+
+def latent_noise_mask(masks: torch.Tensor, windows: Sequence[Box], latent_size: int) -> torch.Tensor:
+    """The face mask inside each window at latent resolution: ``[F, 1, l, l]``, 1 where the model may change."""
+    crops = torch.stack([w.crop(m) for m, w in zip(masks, windows)])[:, None].float()
+    return F.interpolate(crops, size=(latent_size, latent_size), mode="area").clamp(0.0, 1.0)

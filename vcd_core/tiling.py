@@ -1,0 +1,119 @@
+"""Tiled VCD: denoise a video in spatial tiles that each carry ALL frames, blended every call.
+
+A tile plan covers the frame exactly with uniform tiles that overlap; blend weights ramp across
+each overlap and are normalised so they sum to one at every pixel. ``tiled_apply`` runs any
+per-tile function (a denoiser ``f(x, sigma, cond) -> x``, or ComfyUI's cond-batch executor) and
+blends its outputs, so the model only ever sees one tile's area: peak memory follows the tile size.
+Frames are never split or reordered, so a motion module sees the whole clip in every tile.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+
+from .geometry import Box
+
+__all__ = ["tile_plan", "blend_weights", "tiled_apply", "repeat_per_frame", "tiled"]
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def tile_plan(height: int, width: int, tile: int, overlap: int) -> list[Box]:
+    """Uniform tiles of ``min(tile, side)`` covering ``height x width`` exactly, overlapping by at least ``overlap``."""
+    if tile < 1:
+        raise ValueError(f"tile must be positive (got {tile})")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be at least 0 and smaller than the tile (got overlap {overlap}, tile {tile})")
+    th, tw = min(tile, height), min(tile, width)
+    return [Box(y, y + th, x, x + tw) for y in _starts(height, tile, overlap) for x in _starts(width, tile, overlap)]
+
+
+def _ramp(size: int, start: int, end: int, length: int, overlap: int) -> torch.Tensor:
+    """1 inside, rising linearly over ``overlap`` at edges that are not the frame border."""
+    ramp = torch.ones(size, dtype=torch.float64)
+    if overlap > 0:
+        rise = (torch.arange(overlap, dtype=torch.float64) + 0.5) / overlap
+        n = min(overlap, size)
+        if start > 0:
+            ramp[:n] = torch.minimum(ramp[:n], rise[:n])
+        if end < length:
+            ramp[size - n:] = torch.minimum(ramp[size - n:], rise[:n].flip(0))
+    return ramp
+
+
+def blend_weights(plan: Sequence[Box], height: int, width: int, overlap: int) -> list[torch.Tensor]:
+    """Per-tile ``[th, tw]`` float32 weights that sum to exactly one at every pixel of the frame."""
+    raw = [
+        _ramp(t.y1 - t.y0, t.y0, t.y1, height, overlap)[:, None] * _ramp(t.x1 - t.x0, t.x0, t.x1, width, overlap)[None, :]
+        for t in plan
+    ]
+    total = torch.zeros((height, width), dtype=torch.float64)
+    for t, w in zip(plan, raw):
+        total[t.y0:t.y1, t.x0:t.x1] += w
+    if not bool((total > 0).all()):
+        raise ValueError("tile plan does not cover the frame")
+    return [(w / total[t.y0:t.y1, t.x0:t.x1]).float() for t, w in zip(plan, raw)]
+
+
+TileFn = Callable[[torch.Tensor, int], "torch.Tensor | Sequence[torch.Tensor]"]
+
+
+def tiled_apply(
+    fn: TileFn,
+    x: torch.Tensor,
+    plan: Sequence[Box],
+    weights: Sequence[torch.Tensor],
+    tile_batch: int = 1,
+) -> torch.Tensor | list[torch.Tensor]:
+    """Blend ``fn`` over the tiles of ``x`` (``[..., H, W]``); ``fn`` may return one tensor or a list.
+
+    ``fn(tiles, count)`` receives ``count`` tiles concatenated along dim 0 (each tile keeps every
+    frame, contiguous) and returns outputs with the same layout. With a single tile covering the
+    whole frame this is exactly ``fn(x, 1)``.
+    """
+    if len(plan) == 1 and plan[0] == Box(0, x.shape[-2], 0, x.shape[-1]):
+        return fn(x, 1)
+    outputs: list[torch.Tensor] | None = None
+    single = True
+    for first in range(0, len(plan), tile_batch):
+        group = plan[first:first + tile_batch]
+        result = fn(torch.cat([t.crop(x) for t in group]), len(group))
+        single = isinstance(result, torch.Tensor)
+        results = [result] if single else list(result)
+        if outputs is None:
+            outputs = [r.new_zeros((r.shape[0] // len(group), *r.shape[1:-2], x.shape[-2], x.shape[-1])) for r in results]
+        for out, r in zip(outputs, results):
+            for k, (t, chunk) in enumerate(zip(group, r.chunk(len(group)))):
+                w = weights[first + k].to(device=chunk.device, dtype=chunk.dtype)
+                out[..., t.y0:t.y1, t.x0:t.x1] += chunk * w
+    return outputs[0] if single else outputs
+
+
+def repeat_per_frame(value, frames: int, count: int):
+    """Repeat a per-frame tensor (batch == frames) for ``count`` stacked tiles; leave anything else as is."""
+    if count > 1 and isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == frames:
+        return value.repeat(count, *[1] * (value.ndim - 1))
+    return value
+
+
+def tiled(denoiser: Callable[..., torch.Tensor], tile: int, overlap: int, tile_batch: int = 1) -> Callable[..., torch.Tensor]:
+    """Wrap ``denoiser(x, *args)`` (e.g. ``f(x, sigma, cond)``) to run on spatial tiles of ``x`` and blend."""
+
+    def run(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        plan = tile_plan(x.shape[-2], x.shape[-1], tile, overlap)
+        weights = blend_weights(plan, x.shape[-2], x.shape[-1], overlap)
+
+        def per_tile(tiles: torch.Tensor, count: int) -> torch.Tensor:
+            return denoiser(tiles, *[repeat_per_frame(a, x.shape[0], count) for a in args], **kwargs)
+
+        return tiled_apply(per_tile, x, plan, weights, tile_batch)
+
+    return run
