@@ -30,12 +30,24 @@ def without_animatediff(graph: dict) -> dict:
 
 
 def tinyize(graph: dict, *, size: int = 64, frames: int = 8, steps: int = 2, seed: int = 0) -> dict:
-    """The same graph on tiny seeded models at a small size, few frames and few steps."""
+    """The same graph on tiny seeded models at a small size, few frames, few steps and small tiles/crops.
+
+    An upscale model (no weights here) becomes a plain 4x resize of the same factor.
+    """
     graph = without_animatediff(graph)
+    for nid in [nid for nid, node in graph.items() if node["class_type"] == "UpscaleModelLoader"]:
+        del graph[nid]
     for node in graph.values():
         kind, inputs = node["class_type"], node["inputs"]
         if kind == "CheckpointLoaderSimple":
             node["class_type"], node["inputs"] = TINY_CHECKPOINT, {"seed": seed}
+        if kind == "ImageUpscaleWithModel":
+            node["class_type"] = "ImageScaleBy"
+            node["inputs"] = {"image": inputs["image"], "upscale_method": "bilinear", "scale_by": 4.0}
+        if "tile_size" in inputs:
+            inputs.update(tile_size=64, overlap=16)
+        if "guide_size" in inputs:
+            inputs.update(guide_size=64, max_size=128)
         if kind in ("EmptyLatentImage", "VCD3DGaussianNoiseLatent"):
             inputs.update(width=size, height=size)
             inputs["batch_size" if kind == "EmptyLatentImage" else "frames"] = frames

@@ -3,4 +3,4 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$VCD_ROOT"
-exec "$VCD_PYTHON" -m pytest tests "$@"
+exec "$VCD_PYTHON" -m pytest "$@"  # pyproject testpaths = tests

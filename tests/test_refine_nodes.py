@@ -1,0 +1,125 @@
+"""Face VCD and Tiled VCD nodes in-process on the tiny SD1.5 model: masks, tiles, passthrough, bad input."""
+
+import pytest
+import skimage.data
+import torch
+
+SAMPLING = dict(steps=2, cfg=4.0, sampler_name="euler", scheduler="normal", seed=3)
+
+
+@pytest.fixture(scope="module")
+def parts(inproc):
+    model, clip, vae = inproc.tiny.tiny_model(0), inproc.tiny.tiny_clip(0), inproc.tiny.tiny_vae(0)
+    positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a woman"))
+    negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    return dict(model=model, positive=positive, negative=negative, vae=vae, nodes=inproc.pack.nodes)
+
+
+@pytest.fixture(scope="module")
+def astronaut_frames():
+    photo = torch.from_numpy(skimage.data.astronaut()[:256, 96:352].copy()).float() / 255
+    return torch.stack([photo.roll(2 * i, dims=1) for i in range(4)])  # a face drifting right
+
+
+def refine(parts, image, **overrides):
+    options = dict(crop_factor=3.0, guide_size=64, max_size=128, denoise=0.8, gamma=0.0, feather=5,
+                   crop_mode="union", detector="opencv_haar", **SAMPLING)
+    options.update(overrides)
+    with torch.inference_mode():
+        return parts["nodes"].face.VCDFaceRefine.execute(
+            parts["model"], parts["positive"], parts["negative"], parts["vae"], image, **options).result
+
+
+def tiled_refine(parts, image, **overrides):
+    options = dict(tile_size=64, overlap=16, denoise=0.5, gamma=0.1, tile_batch=1, **SAMPLING)
+    options.update(overrides)
+    with torch.inference_mode():
+        return parts["nodes"].tiled.VCDTiledRefine.execute(
+            parts["model"], parts["positive"], parts["negative"], parts["vae"], image, **options).result[0]
+
+
+@pytest.mark.parametrize("crop_mode", ["union", "per_frame_smoothed"])
+def test_face_refine_changes_only_the_face(parts, astronaut_frames, crop_mode):
+    image, paste_mask, before, after = refine(parts, astronaut_frames, crop_mode=crop_mode)
+    assert image.shape == astronaut_frames.shape and paste_mask.shape == astronaut_frames.shape[:3]
+    assert before.shape == after.shape and before.shape[1] == before.shape[2] and before.shape[1] % 8 == 0
+    outside = paste_mask == 0
+    assert torch.equal(image[outside], astronaut_frames[outside])
+    assert paste_mask.sum() > 0 and (image - astronaut_frames).abs().amax() > 0.05
+
+
+def test_face_refine_without_a_face_returns_frames_unchanged(parts, caplog):
+    noise = torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    image, paste_mask, _, _ = refine(parts, noise)
+    assert torch.equal(image, noise) and paste_mask.sum() == 0
+    assert "no face" in caplog.text
+
+
+def test_noise_mask_keeps_unmasked_latents_identical_through_sampling(parts):
+    from vcd.nodes.sampling import SamplingSettings, denoise_clip
+
+    latent = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(4, 1, 8, 8)
+    mask[:, :, 2:6, 2:6] = 1
+    settings = SamplingSettings(denoise=0.8, gamma=0.0, **SAMPLING)
+    with torch.inference_mode():
+        out = denoise_clip(parts["model"], parts["positive"], parts["negative"], latent, settings, noise_mask=mask)
+    keep = mask.expand_as(latent) == 0
+    # Unchanged up to ComfyUI's latent scaling round trip (x * 0.18215 / 0.18215 in float32).
+    assert torch.allclose(out[keep], latent[keep], rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(out[~keep], latent[~keep])
+
+
+def test_one_tile_covering_the_frame_equals_the_untiled_model(parts):
+    from vcd.nodes.sampling import SamplingSettings, denoise_clip
+    from vcd.nodes.tiled import tiled_model
+
+    latent = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    settings = SamplingSettings(denoise=0.5, gamma=0.1, **SAMPLING)
+    with torch.inference_mode():
+        plain = denoise_clip(parts["model"], parts["positive"], parts["negative"], latent, settings)
+        tiled = denoise_clip(tiled_model(parts["model"], 64, 16, 1), parts["positive"], parts["negative"], latent, settings)
+    assert torch.equal(plain, tiled)
+
+
+def test_tiled_refine_runs_in_tiles_and_tile_batch_does_not_change_the_result(parts):
+    frames = torch.rand(3, 128, 96, 3, generator=torch.Generator().manual_seed(4))
+    one = tiled_refine(parts, frames)
+    two = tiled_refine(parts, frames, tile_batch=2)
+    assert one.shape == frames.shape and torch.isfinite(one).all()
+    assert torch.allclose(one, two, atol=1e-4)
+
+
+def test_tiling_wrapper_composes_on_a_clone(parts):
+    from comfy.patcher_extension import WrappersMP
+    from vcd.nodes.tiled import WRAPPER_KEY, tiled_model
+
+    patched = tiled_model(parts["model"], 64, 16, 1)
+    assert list(patched.wrappers[WrappersMP.CALC_COND_BATCH]) == [WRAPPER_KEY]
+    assert WRAPPER_KEY not in parts["model"].wrappers.get(WrappersMP.CALC_COND_BATCH, {})
+    again = tiled_model(patched, 64, 16, 1)
+    assert len(again.wrappers[WrappersMP.CALC_COND_BATCH][WRAPPER_KEY]) == 1
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (dict(mask=torch.ones(2, 256, 256)), "mask has 2 frames but image has 4"),
+    (dict(mask=torch.ones(4, 128, 128)), "mask is 128x128 but the frames are 256x256"),
+    (dict(denoise=0.0), "denoise"),
+    (dict(denoise=1.5), "denoise"),
+    (dict(crop_mode="sideways"), "crop_mode"),
+    (dict(detector="nope"), "detector"),
+])
+def test_face_refine_bad_inputs(parts, astronaut_frames, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        refine(parts, astronaut_frames, **overrides)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (dict(tile_size=32), "tile_size"),
+    (dict(tile_size=64, overlap=64), "overlap"),
+    (dict(denoise=0.0), "denoise"),
+    (dict(denoise=1.01), "denoise"),
+])
+def test_tiled_refine_bad_inputs(parts, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        tiled_refine(parts, torch.rand(2, 64, 64, 3), **overrides)

@@ -1,0 +1,48 @@
+"""Face VCD and Tiled VCD on a real ComfyUI server: the shipped full pipeline and refine graphs."""
+
+import numpy as np
+import skimage.data
+from PIL import Image, ImageSequence
+
+from devtools import graphs
+
+
+def frames_of(path):
+    with Image.open(path) as animation:
+        return [frame.convert("RGB").copy() for frame in ImageSequence.Iterator(animation)]
+
+
+def test_full_pipeline_writes_a_video_at_twice_the_size(host):
+    graph = graphs.tinyize(graphs.load_api("full_pipeline"), size=64, frames=8, steps=2)
+    result = host.run(graph)
+    assert result.ok, result.describe()
+    [video] = host.output_files(result)
+    frames = frames_of(video)
+    assert len(frames) == 8 and frames[0].size == (128, 128)
+
+
+def test_refine_video_workflow_refines_the_face_of_loaded_frames(host):
+    photo = Image.fromarray(skimage.data.astronaut()[:256, 96:352])
+    clip = [photo.rotate(0, translate=(2 * i, 0)) for i in range(4)]
+    clip[0].save(host.input_dir / "vcd_frames.webp", save_all=True, append_images=clip[1:], lossless=True)
+    graph = graphs.tinyize(graphs.load_api("refine_video"), steps=2)
+    result = host.run(graph)
+    assert result.ok, result.describe()
+    [video] = host.output_files(result)
+    frames = frames_of(video)
+    assert len(frames) == 4 and frames[0].size == (256, 256)
+    changed = np.abs(np.asarray(frames[0], dtype=float) - np.asarray(clip[0].convert("RGB"), dtype=float)).mean(axis=2)
+    rows, cols = np.nonzero(changed > 40)
+    # Only the face region (around rows 60-170, columns 80-180 of this crop) is repainted.
+    assert len(rows) > 100 and rows.max() < 230 and cols.min() > 20
+
+
+def test_out_of_range_refine_inputs_are_rejected_naming_the_input(host):
+    graph = graphs.tinyize(graphs.load_api("full_pipeline"))
+    tiled = next(nid for nid, n in graph.items() if n["class_type"] == "VCDTiledRefine")
+    graph[tiled]["inputs"]["tile_size"] = 32
+    graph[tiled]["inputs"]["denoise"] = 0.0
+    result = host.run(graph)
+    assert result.http_status == 400
+    errors = {e["extra_info"]["input_name"]: e["type"] for e in result.node_errors[tiled]["errors"]}
+    assert errors == {"tile_size": "value_smaller_than_min", "denoise": "value_smaller_than_min"}
