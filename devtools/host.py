@@ -87,6 +87,8 @@ class ComfyHost:
             f"  base_path: {self.models_dir}\n"
             "  embeddings: embeddings\n"
             "  checkpoints: checkpoints\n"
+            "  vcd_eval: vcd_eval\n"
+            "  ultralytics_bbox: ultralytics/bbox\n"
             f"  custom_nodes: {packs}\n"
         )
         return config

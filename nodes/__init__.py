@@ -2,6 +2,7 @@
 
 from comfy_api.latest import io
 
+from .evaluate import VCDEvaluate
 from .face import VCDFaceDetect, VCDFaceRefine
 from .noise import VCD3DGaussianNoise, VCD3DGaussianNoiseLatent
 from .tiled import VCDTiledRefine
@@ -12,4 +13,5 @@ NODES: list[type[io.ComfyNode]] = [
     VCDFaceDetect,
     VCDFaceRefine,
     VCDTiledRefine,
+    VCDEvaluate,
 ]

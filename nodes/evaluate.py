@@ -1,0 +1,103 @@
+"""Evaluation: the paper's identity, text and temporal metrics for one video, with a per-frame chart."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import numpy as np
+import torch
+from comfy_api.latest import io, ui
+
+from ..vcd_core import encoders, metrics
+
+FOLDER = "vcd_eval"  # models/vcd_eval/<name>/ : Hugging Face folders (config.json + weights)
+
+
+def model_folders() -> list[str]:
+    """Sub-folders of ``models/vcd_eval`` that hold a Hugging Face model (a config.json)."""
+    import folder_paths
+
+    if FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER))
+    names = set()
+    for root in folder_paths.get_folder_paths(FOLDER):
+        if os.path.isdir(root):
+            names.update(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "config.json")))
+    return sorted(names)
+
+
+def model_path(name: str, what: str) -> str:
+    import folder_paths
+
+    for root in folder_paths.get_folder_paths(FOLDER):
+        candidate = os.path.join(root, name)
+        if os.path.dirname(os.path.normpath(candidate)) == os.path.normpath(root) and os.path.isdir(candidate):
+            return candidate
+    raise FileNotFoundError(f"{what}: no folder {name!r} in models/{FOLDER}; put a Hugging Face copy of the model there.")
+
+
+@functools.lru_cache(maxsize=4)
+def cached_dino(path: str):
+    return encoders.load_dino(path)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_clip(path: str):
+    return encoders.load_clip(path)
+
+
+def chart(per_frame_identity: list[float], per_pair_consistency: list[float], width: int = 512, height: int = 256) -> torch.Tensor:
+    """A small line chart (IMAGE ``[1, H, W, 3]``): identity per frame (blue), consistency per frame pair (orange)."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    pad = 24
+    draw.rectangle([pad, pad, width - pad, height - pad], outline=(180, 180, 180))
+    for level in (0.0, 0.5, 1.0):
+        y = height - pad - level * (height - 2 * pad)
+        draw.line([pad, y, width - pad, y], fill=(230, 230, 230))
+        draw.text((2, y - 6), f"{level:.1f}", fill=(90, 90, 90))
+    for values, color, label, row in ((per_frame_identity, (40, 90, 200), "identity (DINO) per frame", 4),
+                                       (per_pair_consistency, (230, 120, 20), "CLIP consistency per pair", 14)):
+        if len(values) >= 1:
+            step = (width - 2 * pad) / max(len(values) - 1, 1)
+            points = [(pad + i * step, height - pad - min(max(v, 0.0), 1.0) * (height - 2 * pad)) for i, v in enumerate(values)]
+            draw.line(points, fill=color, width=2) if len(points) > 1 else draw.ellipse([*points[0], points[0][0] + 3, points[0][1] + 3], fill=color)
+        draw.text((pad + 4, row), label, fill=color)
+    return torch.from_numpy(np.asarray(canvas)).float()[None] / 255
+
+
+class VCDEvaluate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VCDEvaluate",
+            display_name="VCD Evaluate",
+            category="VCD/evaluation",
+            description="The paper's metrics for one video: DINO and CLIP-I (frames vs reference photos), CLIP-T "
+                        "(frames vs prompt), CLIP temporal consistency, plus motion amplitude (consistency rewards "
+                        "still video). Raw cosines. Models: Hugging Face folders in models/vcd_eval "
+                        "(DINO ViT-S/16 and CLIP ViT-B/32 by default; the paper names none).",
+            inputs=[
+                io.Image.Input("image", tooltip="The generated frames."),
+                io.Image.Input("references", tooltip="Photos of the identity."),
+                io.String.Input("prompt", multiline=True, default="", tooltip="The prompt the video was made from."),
+                io.Combo.Input("dino_model", options=model_folders(), tooltip="models/vcd_eval/<folder>, e.g. dino-vits16"),
+                io.Combo.Input("clip_model", options=model_folders(), tooltip="models/vcd_eval/<folder>, e.g. clip-vit-base-patch32"),
+            ],
+            outputs=[io.String.Output(display_name="scores_json"), io.Image.Output(display_name="chart")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, image: torch.Tensor, references: torch.Tensor, prompt: str, dino_model: str, clip_model: str) -> io.NodeOutput:
+        dino = cached_dino(model_path(dino_model, "dino_model"))
+        clip_image, clip_text = cached_clip(model_path(clip_model, "clip_model"))
+        with torch.inference_mode(False):
+            scores = metrics.score_video(image, references, prompt, dino, clip_image, clip_text)
+        picture = chart(scores["per_frame_dino"], scores["per_pair_consistency"])
+        text = json.dumps({k: v for k, v in scores.items() if not k.startswith("per_")}, indent=1)
+        return io.NodeOutput(json.dumps(scores), picture, ui=ui.PreviewText(text))

@@ -1,0 +1,137 @@
+"""Evaluation: metrics against hand-computed values, tiny encoders end to end, node, command, bad input."""
+
+import csv
+import json
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from vcd_core import encoders, evaluate, metrics
+
+
+def test_identical_frames_give_consistency_one_and_motion_zero():
+    feats = torch.tensor([[1.0, 2.0, 3.0]]).repeat(5, 1)
+    assert metrics.temporal_consistency(feats) == pytest.approx(1.0)
+    assert metrics.motion_amplitude(torch.full((5, 8, 8, 3), 0.3)) == 0.0
+
+
+def test_frame_equal_to_reference_scores_one_and_orthogonal_zero():
+    frames = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    refs = torch.tensor([[3.0, 0.0]])
+    assert metrics.cosine_matrix(frames, refs).flatten().tolist() == pytest.approx([1.0, 0.0])
+    assert metrics.identity_score(frames, refs) == pytest.approx(0.5)
+    assert metrics.per_frame_identity(frames, refs).tolist() == pytest.approx([1.0, 0.0])
+    assert metrics.text_score(frames[:1], refs) == pytest.approx(1.0)
+
+
+def test_hand_computed_consistency_and_motion():
+    feats = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    # cos(0 deg -> 45 deg) = cos(45 deg -> 90 deg) = 1/sqrt(2)
+    assert metrics.temporal_consistency(feats) == pytest.approx(2 ** -0.5)
+    frames = torch.zeros(3, 2, 2, 3)
+    frames[1] = 0.5
+    frames[2] = 0.5
+    assert metrics.motion_amplitude(frames) == pytest.approx(0.25)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory, inproc):
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("vcd_eval")
+    tok = Path(os.environ["COMFYUI_DIR"]) / "comfy" / "sd1_tokenizer"
+    te = __import__("vcd_test_pack.tiny_encoders", fromlist=["x"])
+    return te.save_tiny_dino(root / "dino-tiny"), te.save_tiny_clip(root / "clip-tiny", tok)
+
+
+def test_tiny_encoders_score_a_video(tiny_models):
+    dino = encoders.load_dino(tiny_models[0])
+    clip_image, clip_text = encoders.load_clip(tiny_models[1])
+    frames = torch.rand(4, 48, 40, 3, generator=torch.Generator().manual_seed(0))
+    scores = metrics.score_video(frames, frames[:2], "a photo of a man", dino, clip_image, clip_text)
+    assert set(scores) >= {"dino", "clip_i", "clip_t", "temporal_consistency", "motion"}
+    assert scores["per_frame_dino"][0] == pytest.approx(
+        float(metrics.cosine_matrix(dino(frames[:1]), dino(frames[:2])).mean()))
+    still = metrics.score_video(frames[:1].repeat(3, 1, 1, 1), frames[:1], "x", dino, clip_image, clip_text)
+    assert still["temporal_consistency"] == pytest.approx(1.0) and still["motion"] == 0.0
+    assert still["dino"] == pytest.approx(1.0) and still["clip_i"] == pytest.approx(1.0)
+
+
+def test_bad_inputs_are_clear(tiny_models, tmp_path):
+    dino = encoders.load_dino(tiny_models[0])
+    clip_image, clip_text = encoders.load_clip(tiny_models[1])
+    frames = torch.rand(2, 32, 32, 3)
+    with pytest.raises(ValueError, match="references"):
+        metrics.score_video(frames, frames[:0], "a man", dino, clip_image, clip_text)
+    with pytest.raises(ValueError, match="prompt"):
+        metrics.score_video(frames, frames, "  ", dino, clip_image, clip_text)
+    with pytest.raises(FileNotFoundError, match="no model in"):
+        encoders.load_dino(tmp_path / "missing")
+    with pytest.raises(ValueError, match="holds a 'clip' model"):
+        encoders.load_dino(tiny_models[1])
+    with pytest.raises(ValueError, match="no reference images"):
+        evaluate.read_references(tmp_path / "nobody")
+
+
+def test_evaluate_command_scores_a_folder(tiny_models, tmp_path, capsys):
+    videos, refs = tmp_path / "videos", tmp_path / "refs" / "ann"
+    videos.mkdir()
+    refs.mkdir(parents=True)
+    Image.new("RGB", (40, 40), (200, 120, 90)).save(refs / "a.png")
+    rows = []
+    for setting, shift in (("gamma0", 40), ("gamma0.1", 0)):
+        frames = [Image.new("RGB", (32, 32), (100 + shift * (i % 2), 100, 100)) for i in range(4)]
+        frames[0].save(videos / f"{setting}.webp", save_all=True, append_images=frames[1:], lossless=True)
+        rows.append({"video": f"videos/{setting}.webp", "subject": "ann", "prompt": "a photo of ann", "seed": 0, "setting": setting})
+    manifest = tmp_path / "runs.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert evaluate.main(["--manifest", str(manifest), "--references", str(tmp_path / "refs"),
+                          "--dino", str(tiny_models[0]), "--clip", str(tiny_models[1]), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert set(summary) == {"gamma0", "gamma0.1"}
+    assert summary["gamma0.1"]["motion"] == 0.0 and summary["gamma0"]["motion"] == pytest.approx(40 / 255 / 3)
+    assert len(list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))) == 2
+    assert "[2/2]" in capsys.readouterr().err
+
+
+def test_mixed_frame_sizes_are_rejected():
+    import numpy as np
+
+    with pytest.raises(ValueError, match="mixed sizes"):
+        evaluate.stack_frames([np.zeros((32, 32, 3), np.uint8), np.zeros((16, 16, 3), np.uint8)], "clip.webp")
+    assert evaluate.stack_frames([np.full((4, 4, 3), 255, np.uint8)] * 2, "ok").shape == (2, 4, 4, 3)
+
+
+def test_evaluate_node_on_the_server(host, tmp_path):
+    import skimage.data
+
+    te = __import__("vcd_test_pack.tiny_encoders", fromlist=["x"])
+    from pathlib import Path
+
+    tok = Path(os.environ["COMFYUI_DIR"]) / "comfy" / "sd1_tokenizer"
+    te.save_tiny_dino(host.models_dir / "vcd_eval" / "dino-tiny")
+    te.save_tiny_clip(host.models_dir / "vcd_eval" / "clip-tiny", tok)
+    photo = Image.fromarray(skimage.data.astronaut()).resize((64, 64))
+    photo.save(host.input_dir / "vcd_eval_ref.png")
+    photo.save(host.input_dir / "vcd_eval_clip.webp", save_all=True, append_images=[photo.rotate(5), photo.rotate(10)])
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "vcd_eval_clip.webp"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "vcd_eval_ref.png"}},
+        "3": {"class_type": "VCDEvaluate", "inputs": {"image": ["1", 0], "references": ["2", 0], "prompt": "an astronaut",
+                                                      "dino_model": "dino-tiny", "clip_model": "clip-tiny"}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
+    }
+    result = host.run(graph)
+    assert result.ok, result.describe()
+    shown = json.loads(result.history["outputs"]["3"]["text"][0])
+    assert shown["frames"] == 3 and 0.9 < shown["dino"] <= 1.0 + 1e-9 and shown["motion"] > 0
+    assert set(result.history["outputs"]) == {"3", "4"}  # the chart was previewed
+    graph["3"]["inputs"]["dino_model"] = "missing-model"
+    bad = host.run(graph)
+    message = json.dumps(bad.node_errors) if bad.http_status == 400 else bad.execution_error["exception_message"]
+    assert not bad.ok and "dino_model" in message

@@ -1,0 +1,96 @@
+"""Image/text encoders for evaluation, loaded offline from local Hugging Face folders via transformers.
+
+``load_dino(folder)`` -> images ``[N, H, W, C]`` (0..1) to CLS features; ``load_clip(folder)`` -> an
+image encoder and a text encoder (projected features). Preprocessing (resize, centre crop, normalise)
+runs in torch with the mean/std of the folder's ``preprocessor_config.json`` when present. Nothing
+is ever downloaded: a missing or wrong folder is a clear error saying what to put there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _config(folder: str | Path, expected: tuple[str, ...], what: str) -> dict:
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{what}: no model in {folder} (expected a Hugging Face folder with config.json and weights, "
+            f"e.g. a save_pretrained copy of {what})."
+        )
+    config = json.loads(config_path.read_text())
+    if config.get("model_type") not in expected:
+        raise ValueError(f"{what}: {folder} holds a {config.get('model_type')!r} model, expected one of {expected}.")
+    return config
+
+
+def _preprocess(folder: Path, image_size: int, mean, std) -> Callable[[torch.Tensor], torch.Tensor]:
+    processor = folder / "preprocessor_config.json"
+    if processor.is_file():
+        settings = json.loads(processor.read_text())
+        mean, std = settings.get("image_mean", mean), settings.get("image_std", std)
+    mean_t, std_t = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        x = images[..., :3].movedim(-1, 1).float()
+        h, w = x.shape[-2:]
+        scale = image_size / min(h, w)
+        x = F.interpolate(x, size=(max(image_size, round(h * scale)), max(image_size, round(w * scale))),
+                          mode="bicubic", antialias=True, align_corners=False)
+        top, left = (x.shape[-2] - image_size) // 2, (x.shape[-1] - image_size) // 2
+        x = x[..., top:top + image_size, left:left + image_size].clamp(0, 1)
+        return (x - mean_t) / std_t
+
+    return run
+
+
+def _batched(fn: Callable[[torch.Tensor], torch.Tensor], batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([fn(images[i:i + batch_size]) for i in range(0, images.shape[0], batch_size)])
+
+    return run
+
+
+def load_dino(folder: str | Path, batch_size: int = 16) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A DINO ViT (e.g. dino-vits16) as ``images -> [N, D]`` CLS features."""
+    from transformers import ViTModel
+
+    config = _config(folder, ("vit", "dinov2"), "DINO ViT-S/16")
+    if config["model_type"] == "dinov2":
+        from transformers import Dinov2Model as model_class
+    else:
+        model_class = ViTModel
+    model = model_class.from_pretrained(str(folder), local_files_only=True, add_pooling_layer=False).eval()
+    preprocess = _preprocess(Path(folder), model.config.image_size, IMAGENET_MEAN, IMAGENET_STD)
+    return _batched(lambda x: model(pixel_values=preprocess(x)).last_hidden_state[:, 0], batch_size)
+
+
+def load_clip(folder: str | Path, batch_size: int = 16):
+    """A CLIP model (e.g. clip-vit-base-patch32) as ``(images -> [N, D], texts -> [N, D])`` projected features."""
+    from transformers import CLIPModel, CLIPTokenizer
+
+    _config(folder, ("clip",), "CLIP ViT-B/32")
+    model = CLIPModel.from_pretrained(str(folder), local_files_only=True).eval()
+    tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True, model_max_length=77)
+    preprocess = _preprocess(Path(folder), model.config.vision_config.image_size, CLIP_MEAN, CLIP_STD)
+
+    def features(output) -> torch.Tensor:
+        return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+    def encode_text(texts: list[str]) -> torch.Tensor:
+        tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+        with torch.no_grad():
+            return features(model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]))
+
+    encode_image = _batched(lambda x: features(model.get_image_features(pixel_values=preprocess(x))), batch_size)
+    return encode_image, encode_text

@@ -1,0 +1,91 @@
+"""The paper's evaluation metrics (section 5) as pure functions over features and frames.
+
+- DINO and CLIP-I: mean cosine of every frame's image feature with every reference image's.
+- CLIP-T: mean cosine of every frame's CLIP image feature with the prompt's CLIP text feature.
+- Temporal consistency ("CLIP-I Temp Consist"): mean cosine of consecutive frames' CLIP image features.
+- Motion amplitude: mean absolute difference of consecutive frames (0..1 pixels), reported beside
+  temporal consistency because a still video scores a perfect consistency.
+Raw cosines, as in the paper. The paper names no backbones; this pack uses DINO ViT-S/16 and CLIP
+ViT-B/32 by default (``vcd_core.encoders``). Features are ``[N, D]`` tensors; frames ``[F, H, W, C]``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "cosine_matrix", "identity_score", "per_frame_identity", "text_score", "temporal_consistency",
+    "per_pair_consistency", "motion_amplitude", "score_video",
+]
+
+ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
+TextEncoder = Callable[[list[str]], torch.Tensor]
+
+
+def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[N, M]`` cosine similarities of the rows of ``a`` ``[N, D]`` and ``b`` ``[M, D]``."""
+    return F.normalize(a.double(), dim=-1) @ F.normalize(b.double(), dim=-1).T
+
+
+def per_frame_identity(frame_features: torch.Tensor, reference_features: torch.Tensor) -> torch.Tensor:
+    """Each frame's mean cosine with all reference images: ``[F]``."""
+    return cosine_matrix(frame_features, reference_features).mean(dim=1)
+
+
+def identity_score(frame_features: torch.Tensor, reference_features: torch.Tensor) -> float:
+    """DINO / CLIP-I: mean cosine over every (frame, reference) pair."""
+    return float(cosine_matrix(frame_features, reference_features).mean())
+
+
+def text_score(frame_features: torch.Tensor, text_features: torch.Tensor) -> float:
+    """CLIP-T: mean cosine of every frame with the prompt (``text_features`` ``[1, D]``)."""
+    return float(cosine_matrix(frame_features, text_features).mean())
+
+
+def per_pair_consistency(frame_features: torch.Tensor) -> torch.Tensor:
+    """Cosine of each frame with the next: ``[F - 1]``."""
+    return F.cosine_similarity(frame_features[:-1].double(), frame_features[1:].double(), dim=-1)
+
+
+def temporal_consistency(frame_features: torch.Tensor) -> float:
+    """CLIP-I temporal consistency: mean cosine of consecutive frames (1.0 for a single frame)."""
+    if frame_features.shape[0] < 2:
+        return 1.0
+    return float(per_pair_consistency(frame_features).mean())
+
+
+def motion_amplitude(frames: torch.Tensor) -> float:
+    """Mean absolute difference of consecutive frames, in 0..1 pixel units (0 for a still video)."""
+    if frames.shape[0] < 2:
+        return 0.0
+    return float((frames[1:].double() - frames[:-1].double()).abs().mean())
+
+
+def score_video(
+    frames: torch.Tensor,
+    references: torch.Tensor,
+    prompt: str,
+    dino: ImageEncoder,
+    clip_image: ImageEncoder,
+    clip_text: TextEncoder,
+) -> dict:
+    """All metrics for one video: the paper's four numbers, motion, and per-frame curves for a chart."""
+    if references.shape[0] == 0:
+        raise ValueError("references: give at least one reference image of the identity.")
+    if not prompt.strip():
+        raise ValueError("prompt: CLIP-T needs the prompt the video was generated from (it is empty).")
+    clip_frames, clip_refs = clip_image(frames), clip_image(references)
+    dino_frames, dino_refs = dino(frames), dino(references)
+    return {
+        "dino": identity_score(dino_frames, dino_refs),
+        "clip_i": identity_score(clip_frames, clip_refs),
+        "clip_t": text_score(clip_frames, clip_text([prompt])),
+        "temporal_consistency": temporal_consistency(clip_frames),
+        "motion": motion_amplitude(frames),
+        "frames": int(frames.shape[0]),
+        "per_frame_dino": per_frame_identity(dino_frames, dino_refs).tolist(),
+        "per_pair_consistency": per_pair_consistency(clip_frames).tolist() if frames.shape[0] > 1 else [],
+    }
