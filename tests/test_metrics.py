@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from devtools import tiny_encoders as te
 from vcd_core import encoders, evaluate, metrics
 
 
@@ -37,12 +38,11 @@ def test_hand_computed_consistency_and_motion():
 
 
 @pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory, inproc):
+def tiny_models(tmp_path_factory):
     from pathlib import Path
 
     root = tmp_path_factory.mktemp("vcd_eval")
     tok = Path(os.environ["COMFYUI_DIR"]) / "comfy" / "sd1_tokenizer"
-    te = __import__("vcd_test_pack.tiny_encoders", fromlist=["x"])
     return te.save_tiny_dino(root / "dino-tiny"), te.save_tiny_clip(root / "clip-tiny", tok)
 
 
@@ -110,7 +110,6 @@ def test_mixed_frame_sizes_are_rejected():
 def test_evaluate_node_on_the_server(host, tmp_path):
     import skimage.data
 
-    te = __import__("vcd_test_pack.tiny_encoders", fromlist=["x"])
     from pathlib import Path
 
     tok = Path(os.environ["COMFYUI_DIR"]) / "comfy" / "sd1_tokenizer"
