@@ -1,0 +1,57 @@
+"""Identity embedding files: the authors' and A1111 files load; ours round-trip, atomically and safely."""
+
+import pytest
+import torch
+
+from vcd_core import embedding_io
+from vcd_core.embedding_io import Embedding
+
+
+@pytest.mark.parametrize("name,tokens", [("ironman", 4), ("mona", 4), ("emotion-smile", 2)])
+def test_authors_and_a1111_files_load(shared_dir, name, tokens):
+    emb = embedding_io.read_embedding(shared_dir / "data" / "magic-me-embeddings" / f"{name}.pt")
+    assert (emb.tokens, emb.width) == (tokens, 768) and emb.vectors.dtype == torch.float32
+    assert torch.isfinite(emb.vectors).all() and emb.vectors.abs().sum() > 0
+
+
+def test_round_trip_with_metadata(tmp_path):
+    emb = Embedding(torch.randn(4, 768), {"tokens": "4", "class_word": "woman"})
+    path = embedding_io.write_embedding(tmp_path, "ann", emb)
+    assert path.name == "ann.safetensors" and 12_288 < path.stat().st_size < 17_000  # 4 x 768 fp32 + header
+    back = embedding_io.read_embedding(path)
+    assert torch.equal(back.vectors, emb.vectors) and back.metadata == emb.metadata
+    assert [p.name for p in tmp_path.iterdir()] == ["ann.safetensors"]  # no temp file left
+
+
+def test_existing_file_is_kept_unless_overwrite(tmp_path):
+    first = Embedding(torch.zeros(4, 768))
+    embedding_io.write_embedding(tmp_path, "ann", first)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        embedding_io.write_embedding(tmp_path, "ann", Embedding(torch.ones(4, 768)))
+    assert torch.equal(embedding_io.read_embedding(tmp_path / "ann.safetensors").vectors, first.vectors)
+    embedding_io.write_embedding(tmp_path, "ann", Embedding(torch.ones(4, 768)), overwrite=True)
+    assert embedding_io.read_embedding(tmp_path / "ann.safetensors").vectors.sum() == 4 * 768
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "a\\b", "..", "", ".hidden", "x" * 65])
+def test_names_cannot_escape_the_folder(tmp_path, name):
+    with pytest.raises(ValueError, match="not allowed"):
+        embedding_io.write_embedding(tmp_path / "inner", name, Embedding(torch.zeros(4, 768)))
+    assert not (tmp_path / "inner").exists() and not (tmp_path / "evil.safetensors").exists()
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    with pytest.raises(Exception):
+        embedding_io.write_embedding(tmp_path, "ann", Embedding("not a tensor"))  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_core_clip_text_encode_reads_our_file(inproc, tmp_path):
+    """Core's embedding loader takes our file as embedding:NAME: the conditioning changes with the vectors."""
+    clip = inproc.tiny.tiny_clip(0, (str(tmp_path),))
+    plain = clip.encode_from_tokens(clip.tokenize("a photo of a woman"))
+    embedding_io.write_embedding(tmp_path, "ann", Embedding(torch.randn(4, 768, generator=torch.Generator().manual_seed(0))))
+    tokens = clip.tokenize("a photo of embedding:ann woman")
+    assert sum(1 for t in tokens["l"][0] if not isinstance(t[0], int)) == 4  # four embedding vectors injected
+    with_id = clip.encode_from_tokens(tokens)
+    assert not torch.allclose(plain, with_id)

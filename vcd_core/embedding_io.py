@@ -1,0 +1,95 @@
+"""Identity embeddings on disk: read ours, the authors' and A1111 files; write ours safely.
+
+Our file is safetensors ``{"emb_params": [N, 768]}`` with string metadata, which core
+CLIPTextEncode reads as ``embedding:NAME`` with no help. The authors' ``.pt`` files
+(``{"string_to_param": {"*": T}}``) and A1111 ``.pt`` files are pickles: they are read only
+through ``torch.load(weights_only=True)``. Writes are atomic (temp file + rename), never
+overwrite unless asked, and names cannot leave their folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+__all__ = ["Embedding", "check_name", "read_embedding", "write_embedding"]
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass
+class Embedding:
+    """``vectors`` ``[tokens, width]`` float32 and the file's metadata (strings)."""
+
+    vectors: torch.Tensor
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+def check_name(name: str) -> str:
+    """An embedding name that is a plain file stem: letters, digits, ``_ . -``; no paths, no ``..``."""
+    if not NAME_PATTERN.match(name) or ".." in name:
+        raise ValueError(
+            f"name {name!r} is not allowed: use 1-64 letters, digits, '_', '-' or '.', starting with a letter "
+            "or digit, with no path separators or '..'."
+        )
+    return name
+
+
+def read_embedding(path: str | os.PathLike) -> Embedding:
+    """Read a safetensors (``emb_params``/``clip_l``/first key) or A1111/authors' ``.pt`` embedding."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            if not keys:
+                raise ValueError(f"{path.name}: the file holds no tensor")
+            key = next((k for k in ("emb_params", "clip_l") if k in keys), keys[0])
+            vectors, metadata = f.get_tensor(key), dict(f.metadata() or {})
+    elif path.suffix in (".pt", ".bin"):
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+        if isinstance(data, dict) and "string_to_param" in data:
+            vectors = next(iter(data["string_to_param"].values()))
+            metadata = {k: str(data[k]) for k in ("name", "step", "sd_checkpoint_name") if data.get(k) is not None}
+        elif isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), torch.Tensor):
+            vectors, metadata = next(iter(data.values())), {}  # diffusers learned_embeds.bin: {token: [D]}
+        else:
+            raise ValueError(f"{path.name}: not an embedding file (no 'string_to_param' entry)")
+    else:
+        raise ValueError(f"{path.name}: embeddings are .safetensors or .pt files")
+    vectors = vectors.detach().float().reshape(-1, vectors.shape[-1])
+    return Embedding(vectors, metadata)
+
+
+def write_embedding(folder: str | os.PathLike, name: str, embedding: Embedding, overwrite: bool = False) -> Path:
+    """Write ``folder/NAME.safetensors`` atomically; refuse to replace an existing file unless ``overwrite``."""
+    folder = Path(folder)
+    target = folder / f"{check_name(name)}.safetensors"
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target.name} already exists in {folder}: pick another name or turn overwrite on.")
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    os.close(handle)
+    try:
+        save_file({"emb_params": embedding.vectors.detach().float().contiguous().cpu()}, temp,
+                  metadata={k: str(v) for k, v in embedding.metadata.items()})
+        os.chmod(temp, 0o644)  # mkstemp makes 0600; a shared embedding should be readable
+        os.replace(temp, target)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return target
