@@ -4,6 +4,7 @@ from comfy_api.latest import io
 
 from .evaluate import VCDEvaluate
 from .face import VCDFaceDetect, VCDFaceRefine
+from .identity import VCDLoadIdentity, VCDTrainIdentity
 from .noise import VCD3DGaussianNoise, VCD3DGaussianNoiseLatent
 from .tiled import VCDTiledRefine
 
@@ -13,5 +14,7 @@ NODES: list[type[io.ComfyNode]] = [
     VCDFaceDetect,
     VCDFaceRefine,
     VCDTiledRefine,
+    VCDTrainIdentity,
+    VCDLoadIdentity,
     VCDEvaluate,
 ]

@@ -6,11 +6,11 @@ import functools
 import json
 import os
 
-import numpy as np
 import torch
 from comfy_api.latest import io, ui
 
 from ..vcd_core import encoders, metrics
+from .charts import BLUE, ORANGE, line_chart
 
 FOLDER = "vcd_eval"  # models/vcd_eval/<name>/ : Hugging Face folders (config.json + weights)
 
@@ -48,26 +48,10 @@ def cached_clip(path: str):
     return encoders.load_clip(path)
 
 
-def chart(per_frame_identity: list[float], per_pair_consistency: list[float], width: int = 512, height: int = 256) -> torch.Tensor:
-    """A small line chart (IMAGE ``[1, H, W, 3]``): identity per frame (blue), consistency per frame pair (orange)."""
-    from PIL import Image, ImageDraw
-
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    pad = 24
-    draw.rectangle([pad, pad, width - pad, height - pad], outline=(180, 180, 180))
-    for level in (0.0, 0.5, 1.0):
-        y = height - pad - level * (height - 2 * pad)
-        draw.line([pad, y, width - pad, y], fill=(230, 230, 230))
-        draw.text((2, y - 6), f"{level:.1f}", fill=(90, 90, 90))
-    for values, color, label, row in ((per_frame_identity, (40, 90, 200), "identity (DINO) per frame", 4),
-                                       (per_pair_consistency, (230, 120, 20), "CLIP consistency per pair", 14)):
-        if len(values) >= 1:
-            step = (width - 2 * pad) / max(len(values) - 1, 1)
-            points = [(pad + i * step, height - pad - min(max(v, 0.0), 1.0) * (height - 2 * pad)) for i, v in enumerate(values)]
-            draw.line(points, fill=color, width=2) if len(points) > 1 else draw.ellipse([*points[0], points[0][0] + 3, points[0][1] + 3], fill=color)
-        draw.text((pad + 4, row), label, fill=color)
-    return torch.from_numpy(np.asarray(canvas)).float()[None] / 255
+def chart(per_frame_identity: list[float], per_pair_consistency: list[float]) -> torch.Tensor:
+    """Identity per frame (blue) and consistency per frame pair (orange), on a 0-1 scale."""
+    return line_chart([(per_frame_identity, BLUE, "identity (DINO) per frame"),
+                       (per_pair_consistency, ORANGE, "CLIP consistency per pair")], low=0.0, high=1.0)
 
 
 class VCDEvaluate(io.ComfyNode):

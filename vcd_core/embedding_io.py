@@ -9,6 +9,7 @@ overwrite unless asked, and names cannot leave their folder.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -19,7 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-__all__ = ["Embedding", "check_name", "read_embedding", "write_embedding"]
+__all__ = ["Embedding", "check_name", "fingerprint", "read_embedding", "write_embedding"]
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -48,6 +49,14 @@ def check_name(name: str) -> str:
             "or digit, with no path separators or '..'."
         )
     return name
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """First 16 hex digits of the SHA-256 of the tensors' float32 bytes: tells base models apart cheaply."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def read_embedding(path: str | os.PathLike) -> Embedding:

@@ -1,0 +1,227 @@
+"""The ID module: extended textual inversion with a subject-masked loss (method.md section 2).
+
+Pure functions over callables, so ComfyUI and diffusers share them:
+- ``make_views``: centre-cropped, augmented training views of the reference photos (flip,
+  small rotation, zoom out onto grey / zoom in, with caption prefixes), masks carried along;
+- ``train_identity``: the loop. ``encode_text(vectors, prompts)`` is a text encoder that puts
+  the trainable ``vectors`` in place of ``{identity}``; ``denoise(x_t, t, context)`` predicts
+  epsilon. Latents of the views are encoded once by the caller and passed in (cached).
+Only ``vectors`` is optimised; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .text_encoder import IDENTITY
+
+__all__ = [
+    "RARE_TOKENS", "TrainConfig", "Views", "center_square", "augment_view", "make_views", "latent_masks",
+    "masked_mse", "sd_alphas_cumprod", "init_vectors", "train_identity", "TrainResult",
+]
+
+RARE_TOKENS = ("ktn", "pll", "ucd", "ucd")  # the authors' initialisation words, cycled for more tokens
+TEMPLATE = "{prefix}photo of a {identity} {class_word}"
+ZOOM_OUT_PREFIXES = ("a far away ", "very small ")
+ZOOM_IN_PREFIXES = ("zoomed in ", "close up ")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The paper's recipe; change a field to deviate from it."""
+
+    steps: int = 200
+    learning_rate: float = 1e-3
+    batch_size: int = 4
+    weight_decay: float = 1e-2
+    betas: tuple[float, float] = (0.9, 0.999)
+    noise_offset: float = 0.1
+    full_mask_probability: float = 0.05
+    seed: int = 0
+    autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 on a GPU; None trains in fp32
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+
+@dataclass
+class Views:
+    """Training views: ``pixels`` ``[V, 3, S, S]`` in [0, 1], ``masks`` ``[V, 1, S, S]``, caption ``prefixes``."""
+
+    pixels: torch.Tensor
+    masks: torch.Tensor
+    prefixes: list[str] = field(default_factory=list)
+
+    def prompts(self, class_word: str) -> list[str]:
+        return [TEMPLATE.format(prefix=p, identity=IDENTITY, class_word=class_word).strip() for p in self.prefixes]
+
+
+def center_square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """``[C, H, W]`` -> the centred square crop resized (antialiased) to ``[C, size, size]``."""
+    _, h, w = image.shape
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    square = image[:, y0:y0 + side, x0:x0 + side]
+    if side == size:
+        return square.clone()
+    return F.interpolate(square[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def _warp(tensor: torch.Tensor, theta: torch.Tensor, fill: float) -> torch.Tensor:
+    """Resample ``[C, S, S]`` through a 2x3 affine ``theta`` (output -> input coords), ``fill`` outside."""
+    grid = F.affine_grid(theta[None], [1, *tensor.shape], align_corners=False)
+    shifted = tensor[None] - fill
+    return (F.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill)[0]
+
+
+def augment_view(image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """One augmented view of a square ``image`` ``[3, S, S]`` and its ``mask`` ``[1, S, S]``, with its caption prefix.
+
+    Horizontal flip (50%), rotation ~ N(0, 10 deg), then a third each of: no zoom, zoom out
+    (shrunk by 0.5-0.9 onto mid grey, mask zero outside, "a far away " / "very small "),
+    zoom in (random crop of 0.6-0.9 of the side, "zoomed in " / "close up ").
+    """
+    def uniform(low: float, high: float) -> float:
+        return low + (high - low) * float(torch.rand((), generator=generator))
+
+    if float(torch.rand((), generator=generator)) < 0.5:
+        image, mask = image.flip(-1), mask.flip(-1)
+    angle = math.radians(10.0 * float(torch.randn((), generator=generator)))
+    zoom = int(torch.randint(0, 3, (), generator=generator))
+    prefix, scale, shift = "", 1.0, (0.0, 0.0)
+    if zoom == 1:
+        scale = uniform(0.5, 0.9)
+        shift = (uniform(-(1 - scale), 1 - scale), uniform(-(1 - scale), 1 - scale))
+        prefix = ZOOM_OUT_PREFIXES[int(torch.randint(0, 2, (), generator=generator))]
+    elif zoom == 2:
+        scale = 1.0 / uniform(0.6, 0.9)
+        room = 1 - 1 / scale
+        shift = (uniform(-room, room), uniform(-room, room))
+        prefix = ZOOM_IN_PREFIXES[int(torch.randint(0, 2, (), generator=generator))]
+    cos, sin = math.cos(angle), math.sin(angle)
+    # Output coords -> input coords: undo the shift and scale, then the rotation.
+    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]]) / scale
+    theta[:, 2] = -(theta[:, :2] @ torch.tensor(shift))
+    image = _warp(image.float(), theta.to(image.device), fill=0.5).clamp(0, 1)
+    mask = _warp(mask.float(), theta.to(mask.device), fill=0.0).clamp(0, 1)
+    return image, mask, prefix
+
+
+def make_views(images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | None], size: int,
+               views_per_image: int, augment: bool, seed: int) -> Views:
+    """Views of each reference ``[3, H, W]`` (any size) with its mask ``[H, W]`` (``None``: the whole image)."""
+    if not images:
+        raise ValueError("no reference images: give at least one photo of the subject")
+    if len(masks) != len(images):
+        raise ValueError(f"{len(masks)} masks for {len(images)} images: give one mask per image (or none)")
+    generator = torch.Generator().manual_seed(seed)
+    pixels, view_masks, prefixes = [], [], []
+    for index, (image, mask) in enumerate(zip(images, masks)):
+        if mask is None:
+            mask = torch.ones(image.shape[-2:])
+        if tuple(mask.shape) != tuple(image.shape[-2:]):
+            raise ValueError(f"mask {index} is {tuple(mask.shape)} but image {index} is {tuple(image.shape[-2:])}: "
+                             "masks must match their images' size")
+        square, square_mask = center_square(image.float(), size), center_square(mask.float()[None], size)
+        for _ in range(views_per_image if augment else 1):
+            view = augment_view(square, square_mask, generator) if augment else (square, square_mask, "")
+            pixels.append(view[0])
+            view_masks.append(view[1])
+            prefixes.append(view[2])
+    return Views(torch.stack(pixels), torch.stack(view_masks), prefixes)
+
+
+def latent_masks(masks: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
+    """Pixel masks ``[V, 1, S, S]`` -> latent resolution by area averaging (soft edges kept)."""
+    return F.interpolate(masks.float(), size=latent_size, mode="area")
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of sum(((pred - target) * m)^2) / sum(m), ``m`` broadcast over channels."""
+    mask = mask.expand_as(pred).to(pred.dtype)
+    per_sample = ((pred.float() - target.float()) * mask).pow(2).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp(min=1e-8)
+    return per_sample.mean()
+
+
+def sd_alphas_cumprod(steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> torch.Tensor:
+    """SD1.5's training schedule: betas linear in sqrt space from 0.00085 to 0.012 over 1000 steps."""
+    betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, steps, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0).float()
+
+
+def init_vectors(word_vector: Callable[[str], torch.Tensor], tokens: int, words: Sequence[str] = RARE_TOKENS) -> torch.Tensor:
+    """``[tokens, D]`` initial vectors from rare words (cycled), each its token row or the mean of its rows."""
+    if tokens < 1:
+        raise ValueError(f"tokens must be at least 1, got {tokens}")
+    return torch.stack([word_vector(words[i % len(words)]).float() for i in range(tokens)])
+
+
+@dataclass
+class TrainResult:
+    vectors: torch.Tensor
+    losses: list[float]
+
+
+def train_identity(
+    encode_text: Callable[[torch.Tensor, Sequence[str]], torch.Tensor],
+    denoise: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    latents: torch.Tensor,
+    masks: torch.Tensor,
+    prompts: Sequence[str],
+    vectors: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    config: TrainConfig = TrainConfig(),
+    callback: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Optimise ``vectors`` ``[N, D]`` so ``denoise`` predicts the noise of the subject in ``latents``.
+
+    ``latents`` ``[V, C, h, w]`` (already scaled for the denoiser), ``masks`` ``[V, 1, h, w]``
+    and ``prompts`` (V captions with ``{identity}``) are the cached views. Each step draws
+    ``batch_size`` views, t uniform over the schedule, noise with the offset, and takes one
+    AdamW step on the masked loss (``full_mask_probability`` of samples use the whole image).
+    ``callback(step, loss)`` runs after each step; an exception there stops training cleanly.
+    """
+    if len(prompts) != latents.shape[0] or masks.shape[0] != latents.shape[0]:
+        raise ValueError(f"{latents.shape[0]} latents, {masks.shape[0]} masks and {len(prompts)} prompts: counts differ")
+    device = latents.device
+    generator = torch.Generator().manual_seed(config.seed)
+    alphas_cumprod = alphas_cumprod.to(device=device, dtype=torch.float32)
+    vectors = torch.nn.Parameter(vectors.detach().clone().float().to(device))
+    optimizer = torch.optim.AdamW([vectors], lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(device.type) if config.autocast_dtype == torch.float16 else None
+    losses = []
+    for step in range(config.steps):
+        index = torch.randint(0, latents.shape[0], (config.batch_size,), generator=generator)
+        x0, mask = latents[index.to(device)].float(), masks[index.to(device)].float()
+        full = (torch.rand(config.batch_size, generator=generator) < config.full_mask_probability).to(device)
+        mask = torch.where(full[:, None, None, None], torch.ones_like(mask), mask)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        noise = noise + config.noise_offset * torch.randn((*x0.shape[:2], 1, 1), generator=generator).to(device)
+        t = torch.randint(0, alphas_cumprod.shape[0], (config.batch_size,), generator=generator).to(device)
+        a = alphas_cumprod[t][:, None, None, None]
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        with torch.autocast(device.type, dtype=config.autocast_dtype, enabled=config.autocast_dtype is not None):
+            context = encode_text(vectors, [prompts[i] for i in index.tolist()])
+            loss = masked_mse(denoise(x_t, t, context), noise, mask)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        losses.append(float(loss.detach()))
+        if callback is not None:
+            callback(step, losses[-1])
+    return TrainResult(vectors.detach().float().cpu(), losses)
