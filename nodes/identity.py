@@ -50,6 +50,8 @@ def text_encoder_from_clip(clip, device: torch.device) -> IdentityTextEncoder:
     heads = clip_l.transformer.text_model.encoder.layers[0].self_attn.heads
     model = clip_text_model_from_state_dict(clip_l.transformer.state_dict(), num_heads=heads)
     layer_idx = clip_l.layer_idx if clip_l.layer == "hidden" else None
+    if clip.layer_idx is not None:  # CLIPSetLastLayer, applied the way core applies it at encode time
+        layer_idx = clip.layer_idx if abs(clip.layer_idx) <= clip_l.num_layers else None
     return IdentityTextEncoder(model, clip.tokenizer.clip_l.tokenizer, layer_idx).to(device)
 
 

@@ -28,14 +28,16 @@ class PlaceholderEmbedding(nn.Module):
     def __init__(self, table: torch.Tensor):
         super().__init__()
         self.register_buffer("table", table.detach(), persistent=False)
-        self.vectors: torch.Tensor | None = None  # set per call: [N, D], may require grad
+        # Set per call: ([N, D],) or (). A tuple, so that nn.Module never registers a Parameter put here.
+        self.vectors: tuple[torch.Tensor, ...] = ()
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         vocab = self.table.shape[0]
         frozen = self.table[input_ids.clamp(max=vocab - 1)]
-        if self.vectors is None or not bool((input_ids >= vocab).any()):
+        if not self.vectors or not bool((input_ids >= vocab).any()):
             return frozen
-        extra = self.vectors.to(frozen.dtype)[(input_ids - vocab).clamp(min=0, max=self.vectors.shape[0] - 1)]
+        vectors = self.vectors[0]
+        extra = vectors.to(frozen.dtype)[(input_ids - vocab).clamp(min=0, max=vectors.shape[0] - 1)]
         return torch.where((input_ids >= vocab)[..., None], extra, frozen)
 
 
@@ -129,11 +131,11 @@ class IdentityTextEncoder:
         """Conditioning ``[len(prompts), 77, D]`` with ``vectors`` ``[N, D]`` as the identity tokens."""
         device = self.lookup.table.device
         input_ids = torch.stack([self.tokenize(p, vectors.shape[0]) for p in prompts]).to(device)
-        self.lookup.vectors = vectors
+        self.lookup.vectors = (vectors,)
         try:
             out = self.model(input_ids=input_ids, output_hidden_states=self.layer_idx is not None)
         finally:
-            self.lookup.vectors = None
+            self.lookup.vectors = ()
         if self.layer_idx is None:
             return out.last_hidden_state
         # hidden_states[0] is the embedding output; ComfyUI's layer i (0-based) is hidden_states[i + 1].

@@ -1,0 +1,251 @@
+"""ID module: the text path matches ComfyUI's CLIP, training moves only the new rows, the masked loss,
+the round trip through core CLIPTextEncode, loading the authors' files, and bad inputs."""
+
+import shutil
+
+import pytest
+import skimage.data
+import torch
+
+from vcd_core import embedding_io, identity
+from vcd_core.text_encoder import IDENTITY
+
+PROMPTS = ["a photo of a woman", "Portrait of an astronaut, smiling, 4k", "", "close up of a man in a red coat"]
+
+
+@pytest.fixture(scope="module")
+def photos():
+    photo = torch.from_numpy(skimage.data.astronaut().copy()).float() / 255
+    return torch.stack([photo, photo.flip(1), photo.roll(40, dims=0)])  # [3, 512, 512, 3]
+
+
+@pytest.fixture()
+def embeddings_dir(inproc, tmp_path, monkeypatch):
+    """models/embeddings pointed at an empty temp folder for this test."""
+    import folder_paths
+
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "embeddings",
+                        ([str(folder)], folder_paths.supported_pt_extensions))
+    return folder
+
+
+def text_path(inproc, clip):
+    with torch.inference_mode(False):
+        return inproc.pack.nodes.identity.text_encoder_from_clip(clip, torch.device("cpu"))
+
+
+def train(inproc, clip, images, **overrides):
+    options = dict(name="astro", class_word="woman", tokens=4, steps=3, learning_rate=1e-2, batch_size=2, seed=0,
+                   augment=True, overwrite=False, resolution=64)
+    options.update(overrides)
+    model, vae = inproc.tiny.tiny_model(0), inproc.tiny.tiny_vae(0)
+    with torch.inference_mode():
+        return inproc.pack.nodes.identity.VCDTrainIdentity.execute(model, clip, vae, images, **options)
+
+
+@pytest.mark.parametrize("clip_skip", [None, -2])
+def test_text_path_matches_comfyui_clip(inproc, clip_skip):
+    clip = inproc.tiny.tiny_clip(0).clone()
+    if clip_skip is not None:
+        clip.clip_layer(clip_skip)
+    text = text_path(inproc, clip)
+    ours = text(torch.zeros(0, 768), PROMPTS)
+    for prompt, cond in zip(PROMPTS, ours):
+        core = clip.encode_from_tokens(clip.tokenize(prompt))
+        torch.testing.assert_close(cond[None], core, atol=1e-5, rtol=1e-5)
+    other = text_path(inproc, inproc.tiny.tiny_clip(1))(torch.zeros(0, 768), PROMPTS[:1])
+    assert not torch.allclose(other, ours[:1], atol=1e-3)  # the weights come from the CLIP, not a default
+
+
+def test_train_round_trip_through_core_clip_text_encode(inproc, embeddings_dir, photos):
+    out = train(inproc, inproc.tiny.tiny_clip(0), photos)
+    snippet, curve, trained = out.result
+    assert snippet == "embedding:astro woman" and curve.shape[0] == 1 and curve.shape[-1] == 3
+    path = embeddings_dir / "vcd" / "astro.safetensors"
+    on_disk = embedding_io.read_embedding(path)
+    assert torch.equal(on_disk.vectors, trained.vectors) and on_disk.vectors.shape == (4, 768)
+    assert on_disk.metadata["class_word"] == "woman" and on_disk.metadata["tokens"] == "4"
+    assert len(on_disk.metadata["base_model_hash"]) == 16 and 10_000 < path.stat().st_size < 20_000
+
+    clip = inproc.tiny.tiny_clip(0, (str(embeddings_dir),))
+    core = clip.encode_from_tokens(clip.tokenize("a photo of embedding:astro woman"))
+    ours = text_path(inproc, clip)(on_disk.vectors, [f"a photo of {IDENTITY} woman"])
+    torch.testing.assert_close(ours, core, atol=1e-5, rtol=1e-5)
+
+
+def test_training_changes_only_the_new_rows(inproc, embeddings_dir, photos):
+    clip, model = inproc.tiny.tiny_clip(0), inproc.tiny.tiny_model(0)
+    unet_before = {k: v.clone() for k, v in model.model.diffusion_model.state_dict().items()}
+    clip_before = {k: v.clone() for k, v in clip.cond_stage_model.state_dict().items()}
+    trained = train(inproc, clip, photos, steps=4, name="rows").result[2]
+    for k, v in model.model.diffusion_model.state_dict().items():
+        assert torch.equal(v, unet_before[k]), k
+    for k, v in clip.cond_stage_model.state_dict().items():
+        assert torch.equal(v, clip_before[k]), k
+    text = text_path(inproc, clip)
+    start = identity.init_vectors(text.word_vector, 4)
+    assert (trained.vectors - start).abs().amax() > 1e-4  # the new rows did move
+    table = clip.cond_stage_model.clip_l.transformer.get_input_embeddings().weight
+    assert torch.equal(text.lookup.table, table)
+
+
+def test_rare_token_initialisation(inproc):
+    text = text_path(inproc, inproc.tiny.tiny_clip(0))
+    start = identity.init_vectors(text.word_vector, 5)
+    table = text.lookup.table
+    ids = {w: text.token_ids(w) for w in ("ktn", "pll", "ucd")}
+    assert len(ids["pll"]) == 1 and len(ids["ktn"]) == 2  # BPE splits "ktn": its vector is the mean of both rows
+    torch.testing.assert_close(start[0], table[ids["ktn"]].mean(0))
+    assert torch.equal(start[1], table[ids["pll"][0]]) and torch.equal(start[2], start[3])
+    assert torch.equal(start[4], start[0])  # cycled for more than four tokens
+
+
+@pytest.fixture(scope="module")
+def tiny_training(inproc, photos):
+    """The real training inputs on the tiny model: denoiser, text path, cached latents, masks, prompts."""
+    nodes = inproc.pack.nodes.identity
+    model, clip, vae = inproc.tiny.tiny_model(0), inproc.tiny.tiny_clip(0), inproc.tiny.tiny_vae(0)
+    masks = torch.zeros(photos.shape[:3])
+    masks[:, 40:300, 120:380] = 1  # a box around the astronaut's head and shoulders
+    views = identity.make_views(list(photos.movedim(-1, 1)), list(masks), 64, 4, True, seed=0)
+    with torch.inference_mode():
+        latents = nodes.encode_views(vae, views.pixels, model)
+    with torch.inference_mode(False):
+        denoise, alphas = nodes.denoiser_from_model(model)
+        text = nodes.text_encoder_from_clip(clip, torch.device("cpu"))
+        latents = latents.clone()
+        lmasks = identity.latent_masks(views.masks.clone(), latents.shape[-2:])
+    return dict(denoise=denoise, alphas=alphas, text=text, latents=latents, masks=lmasks,
+                prompts=views.prompts("woman"), start=identity.init_vectors(text.word_vector, 4))
+
+
+def fixed_loss(parts, vectors, draws=8):
+    """The masked loss on a fixed set of views, timesteps and noise (no randomness between calls)."""
+    g = torch.Generator().manual_seed(123)
+    index = torch.arange(draws) % parts["latents"].shape[0]
+    x0, mask = parts["latents"][index], parts["masks"][index]
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.randint(100, 900, (draws,), generator=g)
+    a = parts["alphas"][t][:, None, None, None]
+    with torch.no_grad():
+        context = parts["text"](vectors, [parts["prompts"][i] for i in index.tolist()])
+        return float(identity.masked_mse(parts["denoise"](a.sqrt() * x0 + (1 - a).sqrt() * noise, t, context), noise, mask))
+
+
+def test_masked_loss_falls_on_the_tiny_model(tiny_training):
+    p = tiny_training
+    with torch.inference_mode(False):
+        before = fixed_loss(p, p["start"])
+        config = identity.TrainConfig(steps=40, learning_rate=5e-2, batch_size=4, seed=1)
+        result = identity.train_identity(p["text"], p["denoise"], p["latents"], p["masks"], p["prompts"], p["start"],
+                                         p["alphas"], config)
+        after = fixed_loss(p, result.vectors)
+    assert len(result.losses) == 40 and all(torch.isfinite(torch.tensor(result.losses)))
+    assert after < before * 0.97, (before, after)
+
+
+def test_background_gets_no_gradient(tiny_training):
+    """Change the prediction outside the mask only: the loss and the vectors' gradient stay identical."""
+    p = tiny_training
+    x0, mask = p["latents"][:2], p["masks"][:2].round()
+    assert 0 < mask.mean() < 1
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([300, 700])
+    bump = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)) * (1 - mask)
+
+    def grad(extra):
+        with torch.inference_mode(False):
+            vectors = p["start"].clone().requires_grad_(True)
+            context = p["text"](vectors, p["prompts"][:2])
+            pred = p["denoise"](x0 + 0.5 * noise, t, context) + extra
+            loss = identity.masked_mse(pred, noise, mask)
+            loss.backward()
+            return loss.detach(), vectors.grad
+
+    (loss_a, grad_a), (loss_b, grad_b) = grad(0), grad(bump)
+    assert torch.equal(loss_a, loss_b) and torch.equal(grad_a, grad_b) and grad_a.abs().sum() > 0
+    pred = torch.zeros(x0.shape, requires_grad=True)
+    identity.masked_mse(pred, noise, mask).backward()
+    assert torch.all(pred.grad[(mask == 0).expand_as(pred)] == 0) and pred.grad.abs().sum() > 0
+
+
+def test_augmented_views_carry_masks_and_prefixes(photos):
+    masks = torch.zeros(photos.shape[:3])
+    masks[:, 100:200, 100:200] = 1
+    views = identity.make_views(list(photos.movedim(-1, 1)), list(masks), 64, 12, True, seed=0)
+    assert views.pixels.shape == (36, 3, 64, 64) and views.masks.shape == (36, 1, 64, 64)
+    prefixes = set(views.prefixes)
+    assert "" in prefixes and prefixes & set(identity.ZOOM_OUT_PREFIXES) and prefixes & set(identity.ZOOM_IN_PREFIXES)
+    for pixels, mask, prefix in zip(views.pixels, views.masks, views.prefixes):
+        if prefix in identity.ZOOM_OUT_PREFIXES:  # shrunk onto mid grey: the corners are grey and unmasked
+            assert torch.allclose(pixels[:, 0, 0], torch.full((3,), 0.5), atol=0.02) and mask[0, 0, 0] == 0
+    plain = identity.make_views(list(photos.movedim(-1, 1)), [None] * 3, 64, 12, False, seed=0)
+    assert plain.pixels.shape[0] == 3 and plain.prefixes == ["", "", ""] and bool((plain.masks == 1).all())
+    assert views.prompts("man")[0].endswith(f"photo of a {IDENTITY} man")
+
+
+def test_interrupt_leaves_no_file(inproc, embeddings_dir, photos):
+    import comfy.model_management
+
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            train(inproc, inproc.tiny.tiny_clip(0), photos, steps=50, name="stopped")
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert not any(embeddings_dir.rglob("*"))
+
+
+@pytest.mark.parametrize("case, overrides, message", [
+    ("no images", dict(images=torch.zeros(0, 64, 64, 3)), "images"),
+    ("mask count", dict(masks=torch.ones(2, 512, 512)), "one mask per image"),
+    ("mask size", dict(masks=torch.ones(3, 64, 64)), "size"),
+    ("dot-dot name", dict(name="../evil"), "not allowed"),
+    ("path name", dict(name="sub/evil"), "not allowed"),
+    ("steps 0", dict(steps=0), "steps"),
+])
+def test_bad_training_inputs_write_nothing(inproc, embeddings_dir, photos, case, overrides, message):
+    images = overrides.pop("images", photos)
+    with pytest.raises(ValueError, match=message):
+        train(inproc, inproc.tiny.tiny_clip(0), images, **overrides)
+    assert not any(embeddings_dir.rglob("*")), case
+
+
+def test_existing_name_needs_overwrite(inproc, embeddings_dir, photos):
+    train(inproc, inproc.tiny.tiny_clip(0), photos, steps=1, name="taken")
+    path = embeddings_dir / "vcd" / "taken.safetensors"
+    first = path.read_bytes()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        train(inproc, inproc.tiny.tiny_clip(0), photos, steps=1, name="taken", seed=5)
+    assert path.read_bytes() == first
+    train(inproc, inproc.tiny.tiny_clip(0), photos, steps=1, name="taken", seed=5, overwrite=True)
+    assert path.read_bytes() != first and sorted(p.name for p in path.parent.iterdir()) == ["taken.safetensors"]
+
+
+def load(inproc, embedding, class_word="", clip=None):
+    with torch.inference_mode():
+        return inproc.pack.nodes.identity.VCDLoadIdentity.execute(embedding, class_word, clip)
+
+
+def test_load_identity_reads_ours_and_checks_width(inproc, embeddings_dir):
+    (embeddings_dir / "vcd").mkdir()
+    embedding_io.write_embedding(embeddings_dir / "vcd", "ann", embedding_io.Embedding(torch.ones(4, 768), {"class_word": "woman"}))
+    out = load(inproc, "vcd/ann.safetensors", clip=inproc.tiny.tiny_clip(0))
+    assert out.result[0] == "embedding:vcd/ann woman" and out.result[1].tokens == 4
+    assert load(inproc, "vcd/ann.safetensors", class_word="person").result[0] == "embedding:vcd/ann person"
+    embedding_io.write_embedding(embeddings_dir, "wide", embedding_io.Embedding(torch.ones(4, 1024)))
+    with pytest.raises(ValueError, match="1024-wide"):
+        load(inproc, "wide.safetensors")
+    with pytest.raises(FileNotFoundError, match="embedding"):
+        load(inproc, "missing.pt")
+
+
+@pytest.mark.parametrize("name, tokens", [("ironman", 4), ("mona", 4), ("emotion-smile", None)])
+def test_load_identity_reads_the_authors_files(inproc, embeddings_dir, shared_dir, name, tokens):
+    shutil.copy(shared_dir / "data" / "magic-me-embeddings" / f"{name}.pt", embeddings_dir)
+    out = load(inproc, f"{name}.pt", class_word="man", clip=inproc.tiny.tiny_clip(0))
+    assert out.result[0] == f"embedding:{name} man" and out.result[1].width == 768
+    if tokens is not None:
+        assert out.result[1].tokens == tokens
