@@ -1,7 +1,9 @@
-"""Tiny seeded DINO (ViT) and CLIP models saved as local Hugging Face folders, for evaluation tests.
+"""Tiny seeded models saved the way users have the real ones, for tests and the demo.
 
-Same classes and folder layout as dino-vits16 / clip-vit-base-patch32, random weights. The CLIP
-tokenizer files are the real CLIP-L vocabulary that ComfyUI ships in comfy/sd1_tokenizer.
+DINO (ViT) and CLIP as Hugging Face folders (like dino-vits16 / clip-vit-base-patch32; the CLIP
+tokenizer files are the real CLIP-L vocabulary that ComfyUI ships in comfy/sd1_tokenizer),
+GroundingDINO as a Hugging Face folder with a tiny BERT vocabulary, and SAM as an original
+``.pth`` checkpoint. Same classes and layouts as the real models, random weights.
 """
 
 from __future__ import annotations
@@ -35,3 +37,40 @@ def save_tiny_clip(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     for name in ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / name, folder / name)
     return folder
+
+
+GROUNDING_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "a", "person", "face", "man", "woman", "cat"]
+
+
+def save_tiny_grounding_dino(folder: Path, seed: int = 0) -> Path:
+    """A transformers GroundingDINO (Swin + BERT, 2 decoder layers) with its processor, in ``folder``."""
+    from transformers import (BertConfig, BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
+                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4, image_size=64,
+                          out_indices=[2, 3, 4])
+    text = BertConfig(vocab_size=len(GROUNDING_VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=64)
+    config = GroundingDinoConfig(
+        backbone_config=backbone, text_config=text, d_model=32, encoder_layers=1, decoder_layers=2,
+        encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10,
+        num_feature_levels=3, encoder_n_points=2, decoder_n_points=2, max_text_len=32)
+    GroundingDinoForObjectDetection(config).save_pretrained(folder)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(GROUNDING_VOCAB) + "\n")
+    tokenizer = BertTokenizer(str(vocab), model_max_length=32)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})
+    GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_sam(path: Path, seed: int = 0) -> Path:
+    """An original-layout SAM checkpoint (``torch.save`` of the state dict) with a 2-block, 32-wide encoder."""
+    from segment_anything.build_sam import _build_sam
+
+    torch.manual_seed(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(_build_sam(32, 2, 2, [1]).state_dict(), path)
+    return path

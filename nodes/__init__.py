@@ -6,6 +6,7 @@ from .evaluate import VCDEvaluate
 from .face import VCDFaceDetect, VCDFaceRefine
 from .identity import VCDLoadIdentity, VCDTrainIdentity
 from .noise import VCD3DGaussianNoise, VCD3DGaussianNoiseLatent
+from .segment import VCDPromptSegment
 from .tiled import VCDTiledRefine
 
 NODES: list[type[io.ComfyNode]] = [
@@ -14,6 +15,7 @@ NODES: list[type[io.ComfyNode]] = [
     VCDFaceDetect,
     VCDFaceRefine,
     VCDTiledRefine,
+    VCDPromptSegment,
     VCDTrainIdentity,
     VCDLoadIdentity,
     VCDEvaluate,

@@ -4,38 +4,15 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 
 import torch
 from comfy_api.latest import io, ui
 
 from ..vcd_core import encoders, metrics
 from .charts import BLUE, ORANGE, line_chart
+from .model_folders import hf_folder_path, hf_folders
 
 FOLDER = "vcd_eval"  # models/vcd_eval/<name>/ : Hugging Face folders (config.json + weights)
-
-
-def model_folders() -> list[str]:
-    """Sub-folders of ``models/vcd_eval`` that hold a Hugging Face model (a config.json)."""
-    import folder_paths
-
-    if FOLDER not in folder_paths.folder_names_and_paths:
-        folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER))
-    names = set()
-    for root in folder_paths.get_folder_paths(FOLDER):
-        if os.path.isdir(root):
-            names.update(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "config.json")))
-    return sorted(names)
-
-
-def model_path(name: str, what: str) -> str:
-    import folder_paths
-
-    for root in folder_paths.get_folder_paths(FOLDER):
-        candidate = os.path.join(root, name)
-        if os.path.dirname(os.path.normpath(candidate)) == os.path.normpath(root) and os.path.isdir(candidate):
-            return candidate
-    raise FileNotFoundError(f"{what}: no folder {name!r} in models/{FOLDER}; put a Hugging Face copy of the model there.")
 
 
 @functools.lru_cache(maxsize=4)
@@ -69,8 +46,8 @@ class VCDEvaluate(io.ComfyNode):
                 io.Image.Input("image", tooltip="The generated frames."),
                 io.Image.Input("references", tooltip="Photos of the identity."),
                 io.String.Input("prompt", multiline=True, default="", tooltip="The prompt the video was made from."),
-                io.Combo.Input("dino_model", options=model_folders(), tooltip="models/vcd_eval/<folder>, e.g. dino-vits16"),
-                io.Combo.Input("clip_model", options=model_folders(), tooltip="models/vcd_eval/<folder>, e.g. clip-vit-base-patch32"),
+                io.Combo.Input("dino_model", options=hf_folders(FOLDER), tooltip="models/vcd_eval/<folder>, e.g. dino-vits16"),
+                io.Combo.Input("clip_model", options=hf_folders(FOLDER), tooltip="models/vcd_eval/<folder>, e.g. clip-vit-base-patch32"),
             ],
             outputs=[io.String.Output(display_name="scores_json"), io.Image.Output(display_name="chart")],
             is_output_node=True,
@@ -78,8 +55,8 @@ class VCDEvaluate(io.ComfyNode):
 
     @classmethod
     def execute(cls, image: torch.Tensor, references: torch.Tensor, prompt: str, dino_model: str, clip_model: str) -> io.NodeOutput:
-        dino = cached_dino(model_path(dino_model, "dino_model"))
-        clip_image, clip_text = cached_clip(model_path(clip_model, "clip_model"))
+        dino = cached_dino(hf_folder_path(FOLDER, dino_model, "dino_model"))
+        clip_image, clip_text = cached_clip(hf_folder_path(FOLDER, clip_model, "clip_model"))
         with torch.inference_mode(False):
             scores = metrics.score_video(image, references, prompt, dino, clip_image, clip_text)
         picture = chart(scores["per_frame_dino"], scores["per_pair_consistency"])

@@ -8,6 +8,7 @@ import torch
 from comfy_api.latest import io
 
 from ..vcd_core import face, face_detect
+from .model_folders import file_path, register
 from .sampling import SamplingSettings, denoise_clip, sampler_inputs
 
 HAAR = "opencv_haar"
@@ -18,12 +19,9 @@ log = logging.getLogger("vcd")
 
 def detector_options() -> list[str]:
     """The built-in Haar detector, then every YOLO face model in ``models/ultralytics/bbox``."""
-    import os
-
     import folder_paths
 
-    if YOLO_FOLDER not in folder_paths.folder_names_and_paths:
-        folder_paths.add_model_folder_path(YOLO_FOLDER, os.path.join(folder_paths.models_dir, "ultralytics", "bbox"))
+    register(YOLO_FOLDER, "ultralytics", "bbox")
     return [HAAR] + [f"yolo/{name}" for name in folder_paths.get_filename_list(YOLO_FOLDER)]
 
 
@@ -32,11 +30,7 @@ def detect_masks(images: torch.Tensor, detector: str) -> torch.Tensor:
     if detector == HAAR:
         boxes = face_detect.haar_faces(images)
     elif detector.startswith("yolo/"):
-        import folder_paths
-
-        path = folder_paths.get_full_path(YOLO_FOLDER, detector[len("yolo/"):])
-        if path is None:
-            raise ValueError(f"detector: {detector[5:]!r} is not in models/ultralytics/bbox.")
+        path = file_path(YOLO_FOLDER, detector[len("yolo/"):], "detector", "put the YOLO face model in models/ultralytics/bbox.")
         boxes = face_detect.yolo_faces(images, path)
     else:
         raise ValueError(f"detector must be {HAAR!r} or a 'yolo/<file>' from models/ultralytics/bbox (got {detector!r}).")

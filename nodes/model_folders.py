@@ -1,0 +1,52 @@
+"""The pack's model folders under ComfyUI's ``models/``: registering them, listing them, resolving a choice.
+
+Keys follow what users of other packs already have: ``sams`` and ``grounding-dino``
+(segment-anything packs), ``ultralytics_bbox`` (Impact Pack), plus our ``vcd_eval``.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def register(key: str, *subpath: str) -> None:
+    """Make ``models/<subpath>`` known to ComfyUI as ``key`` (and to extra_model_paths.yaml), once."""
+    import folder_paths
+
+    if key not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(key, os.path.join(folder_paths.models_dir, *(subpath or (key,))))
+
+
+def hf_folders(key: str) -> list[str]:
+    """Sub-folders of a registered folder that hold a Hugging Face model (a config.json)."""
+    import folder_paths
+
+    register(key)
+    names = set()
+    for root in folder_paths.get_folder_paths(key):
+        if os.path.isdir(root):
+            names.update(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "config.json")))
+    return sorted(names)
+
+
+def hf_folder_path(key: str, name: str, what: str) -> str:
+    """The path of sub-folder ``name`` (one level, no escaping the folder); ``what`` names the input in errors."""
+    import folder_paths
+
+    register(key)
+    for root in folder_paths.get_folder_paths(key):
+        candidate = os.path.join(root, name)
+        if os.path.dirname(os.path.normpath(candidate)) == os.path.normpath(root) and os.path.isdir(candidate):
+            return candidate
+    raise FileNotFoundError(f"{what}: no folder {name!r} in models/{key}; put a Hugging Face copy of the model there.")
+
+
+def file_path(key: str, name: str, what: str, hint: str) -> str:
+    """The path of file ``name`` in a registered folder, or an error naming the input and what to put where."""
+    import folder_paths
+
+    register(key)
+    path = folder_paths.get_full_path(key, name)
+    if path is None:
+        raise FileNotFoundError(f"{what}: {name!r} is not in models/{key}; {hint}")
+    return path

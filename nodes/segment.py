@@ -1,0 +1,94 @@
+"""Prompt-to-segmentation: subject masks for identity training from a text prompt (GroundingDINO + SAM)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+from comfy_api.latest import io, ui
+
+from ..vcd_core import segment
+from .model_folders import file_path, hf_folder_path, hf_folders, register
+
+DINO_FOLDER, SAM_FOLDER = "grounding-dino", "sams"  # the folder keys segment-anything packs already use
+log = logging.getLogger("vcd")
+
+
+def sam_options() -> list[str]:
+    import folder_paths
+
+    register(SAM_FOLDER)
+    return folder_paths.get_filename_list(SAM_FOLDER)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_grounding_dino(path: str, device: str):
+    return segment.load_grounding_dino(path, device)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_sam(path: str, device: str):
+    return segment.load_sam(path, device)
+
+
+def overlay(images: torch.Tensor, masks: torch.Tensor, strength: float = 0.5) -> torch.Tensor:
+    """The images with the masked area tinted red, for a quick check."""
+    red = torch.tensor([1.0, 0.0, 0.0])
+    alpha = masks[..., None] * strength
+    return images[..., :3] * (1 - alpha) + red * alpha
+
+
+class VCDPromptSegment(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VCDPromptSegment",
+            display_name="VCD Prompt Segment",
+            category="VCD/identity",
+            description="Masks the subject named by a text prompt: GroundingDINO finds boxes, SAM turns them into masks. "
+                        "One mask per image, always; an image with no detection gets an empty or a full mask.",
+            inputs=[
+                io.Image.Input("image"),
+                io.String.Input("prompt", default="person", tooltip="What to segment."),
+                io.Combo.Input("grounding_dino_model", options=hf_folders(DINO_FOLDER),
+                               tooltip="models/grounding-dino/<folder>: a Hugging Face GroundingDINO "
+                                       "(e.g. IDEA-Research/grounding-dino-tiny)."),
+                io.Combo.Input("sam_model", options=sam_options(), tooltip="models/sams: an original SAM .pth checkpoint."),
+                io.Float.Input("box_threshold", default=0.3, min=0.0, max=1.0, step=0.01),
+                io.Float.Input("text_threshold", default=0.25, min=0.0, max=1.0, step=0.01),
+                io.Combo.Input("box_mode", options=["first", "union"], default="first",
+                               tooltip="first: the best box only (the paper's code); union: every box found."),
+                io.Combo.Input("if_none", options=["empty", "full"], default="empty",
+                               tooltip="Mask for an image with no detection: empty (train on nothing there) or full image."),
+            ],
+            outputs=[io.Mask.Output(display_name="mask"), io.Image.Output(display_name="preview")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, image: torch.Tensor, prompt: str, grounding_dino_model: str, sam_model: str, box_threshold: float,
+                text_threshold: float, box_mode: str, if_none: str) -> io.NodeOutput:
+        import comfy.model_management
+
+        if not prompt.strip():
+            raise ValueError("prompt: say what to segment, e.g. 'person'.")
+        device = str(comfy.model_management.get_torch_device())
+        dino_path = hf_folder_path(DINO_FOLDER, grounding_dino_model, "grounding_dino_model")
+        sam_path = file_path(SAM_FOLDER, sam_model, "sam_model", "put an original SAM checkpoint (e.g. sam_vit_b_01ec64.pth) there.")
+        model, processor = cached_grounding_dino(dino_path, device)
+        predictor = cached_sam(sam_path, device)
+
+        def find_boxes(pixels):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            return segment.detect(model, processor, pixels, prompt, box_threshold, text_threshold)
+
+        def segment_boxes(pixels, boxes):
+            return segment.segment_boxes(predictor, pixels, boxes)
+
+        masks, missed = segment.prompt_masks(image, find_boxes, segment_boxes, box_mode, if_none)
+        text = f"{image.shape[0] - len(missed)}/{image.shape[0]} images with '{prompt}' found"
+        if missed:
+            log.warning("VCD Prompt Segment: no '%s' in image(s) %s; they get %s masks.", prompt, missed, if_none)
+            text += f"; none in {missed} ({if_none} mask)"
+        return io.NodeOutput(masks, overlay(image, masks), ui=ui.PreviewText(text))
