@@ -8,6 +8,8 @@ from pathlib import Path
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 TINY_CHECKPOINT = "VCDTestTinyCheckpoint"
+TINY_GROUNDING_DINO, TINY_SAM = "tiny-grounding-dino", "tiny_sam.pth"
+PHOTOS = ("person_1.png", "person_2.png", "person_3.png")  # what train_identity's LoadImage nodes read
 
 
 def load_api(name: str) -> dict:
@@ -50,8 +52,34 @@ def tinyize(graph: dict, *, size: int = 64, frames: int = 8, steps: int = 2, see
             inputs.update(guide_size=64, max_size=128)
         if kind in ("EmptyLatentImage", "VCD3DGaussianNoiseLatent"):
             inputs.update(width=size, height=size)
-            inputs["batch_size" if kind == "EmptyLatentImage" else "frames"] = frames
+            count = "batch_size" if kind == "EmptyLatentImage" else "frames"
+            if inputs[count] > 1:  # a video; a single still stays one image
+                inputs[count] = frames
+        if kind == "VCDPromptSegment":
+            inputs.update(grounding_dino_model=TINY_GROUNDING_DINO, sam_model=TINY_SAM)
+        if kind == "VCDTrainIdentity":
+            inputs.update(resolution=size)
         for key in ("steps",):
             if key in inputs and not isinstance(inputs[key], list):
                 inputs[key] = min(inputs[key], steps)
     return graph
+
+
+def provide_tiny_inputs(models_dir: Path, input_dir: Path) -> None:
+    """What tinyized graphs read besides the tiny checkpoint: tiny GroundingDINO/SAM models in
+    ``models/grounding-dino`` and ``models/sams``, and three photos of a person (scikit-image's
+    astronaut: as is, mirrored, shifted) in the input folder."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    from .tiny_encoders import save_tiny_grounding_dino, save_tiny_sam
+
+    if not (models_dir / "grounding-dino" / TINY_GROUNDING_DINO / "config.json").is_file():
+        save_tiny_grounding_dino(models_dir / "grounding-dino" / TINY_GROUNDING_DINO)
+    if not (models_dir / "sams" / TINY_SAM).is_file():
+        save_tiny_sam(models_dir / "sams" / TINY_SAM)
+    photo = skimage.data.astronaut()
+    input_dir.mkdir(parents=True, exist_ok=True)
+    for name, image in zip(PHOTOS, (photo, photo[:, ::-1], np.roll(photo, 48, axis=1))):
+        Image.fromarray(np.ascontiguousarray(image)).save(input_dir / name)

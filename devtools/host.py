@@ -85,9 +85,12 @@ class ComfyHost:
         config.write_text(
             "vcd_host:\n"
             f"  base_path: {self.models_dir}\n"
+            "  is_default: true\n"  # first in every list: what nodes write lands here, not in the ComfyUI tree
             "  embeddings: embeddings\n"
             "  checkpoints: checkpoints\n"
             "  vcd_eval: vcd_eval\n"
+            "  grounding-dino: grounding-dino\n"
+            "  sams: sams\n"
             "  ultralytics_bbox: ultralytics/bbox\n"
             f"  custom_nodes: {packs}\n"
         )

@@ -76,7 +76,12 @@ def api_to_ui(api: dict, schemas: dict) -> dict:
                 src, slot = str(value[0]), int(value[1])
                 links.append([link_id, int(src), slot, int(nid), len(inputs), schemas[api[src]["class_type"]]["output"][slot]])
                 out_links.setdefault((src, slot), []).append(link_id)
-                inputs.append({"name": name, "type": _input_type(entry), "link": link_id})
+                inputs.append({"name": name, "type": _input_type(entry), "link": link_id,
+                               **({"widget": {"name": name}} if _is_widget(entry) else {})})
+                if _is_widget(entry):  # a widget fed by a link keeps its slot in widgets_values, as the frontend saves it
+                    widgets.append(entry[1].get("default", "") if len(entry) > 1 else "")
+                    if _has_control(entry):
+                        widgets.append("fixed")
             elif _is_widget(entry):
                 widgets.append(value if name in node["inputs"] else (entry[1].get("default") if len(entry) > 1 else None))
                 if _has_control(entry):

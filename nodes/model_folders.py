@@ -10,11 +10,10 @@ import os
 
 
 def register(key: str, *subpath: str) -> None:
-    """Make ``models/<subpath>`` known to ComfyUI as ``key`` (and to extra_model_paths.yaml), once."""
+    """Make ``models/<subpath>`` a folder of ``key`` beside any that extra_model_paths.yaml names (idempotent)."""
     import folder_paths
 
-    if key not in folder_paths.folder_names_and_paths:
-        folder_paths.add_model_folder_path(key, os.path.join(folder_paths.models_dir, *(subpath or (key,))))
+    folder_paths.add_model_folder_path(key, os.path.join(folder_paths.models_dir, *(subpath or (key,))))
 
 
 def hf_folders(key: str) -> list[str]:
