@@ -1,7 +1,8 @@
 """The main job on the embedded default: the shipped workflows on a real headless ComfyUI, with tiny
-seeded models instead of downloaded weights. Prints where each animation was written.
+seeded models instead of downloaded weights. Prints where each output was written.
 
-T2V VCD alone, then the full pipeline (T2V -> Face VCD -> 2x upscale -> Tiled VCD).
+Trains an identity on three photos that ship in scikit-image (the astronaut), then T2V VCD and the
+full pipeline (T2V -> Face VCD -> 2x upscale -> Tiled VCD) with that identity in the prompt.
 
     bash scripts/demo.sh
 """
@@ -16,7 +17,9 @@ from pathlib import Path
 from . import graphs
 from .host import ComfyHost
 
+IDENTITY = "demo_astronaut"
 STAGES = [
+    ("train_identity", "identity training (Prompt Segment -> Train Identity, 40 steps) and a still with it"),
     ("t2v_vcd", "T2V VCD, 16 frames at 64 px, gamma 0.1, tiny seeded SD1.5 model"),
     ("full_pipeline", "T2V -> Face VCD -> 2x upscale -> Tiled VCD, 16 frames at 128 px"),
 ]
@@ -29,8 +32,14 @@ def main() -> None:
     workdir.mkdir(parents=True)
     with ComfyHost(os.environ["COMFYUI_DIR"], workdir) as host:
         print(f"[demo] ComfyUI {os.environ['COMFYUI_DIR']} serving at {host.url} (log: {host.log_path})")
+        graphs.provide_tiny_inputs(host.models_dir, host.input_dir)
+        snippet = f"embedding:{IDENTITY} woman"
         for name, label in STAGES:
             graph = graphs.tinyize(graphs.load_api(name), size=64, frames=16, steps=4)
+            if name == "train_identity":
+                train = next(n for n in graph.values() if n["class_type"] == "VCDTrainIdentity")
+                train["inputs"].update(name=IDENTITY, class_word="woman", steps=40)
+            graph = graphs.use_identity(graph, snippet)
             start = time.monotonic()
             result = host.run(graph)
             if not result.ok:
@@ -39,6 +48,13 @@ def main() -> None:
                 target = OUT / path.name
                 shutil.copy2(path, target)
                 print(f"[demo] {label}: {target}  ({time.monotonic() - start:.1f} s)")
+            if name == "train_identity":
+                embedding = host.models_dir / "embeddings" / "vcd" / f"{IDENTITY}.safetensors"
+                target = OUT / embedding.name
+                shutil.copy2(embedding, target)
+                print(f"[demo] the identity ({target.stat().st_size} bytes, used below as '{snippet}'): {target}")
+        if f"{IDENTITY} does not exist" in host.log_path.read_text(errors="replace"):
+            raise SystemExit("[demo] ComfyUI did not find the trained identity")
 
 
 if __name__ == "__main__":

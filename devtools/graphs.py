@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
@@ -83,3 +84,13 @@ def provide_tiny_inputs(models_dir: Path, input_dir: Path) -> None:
     input_dir.mkdir(parents=True, exist_ok=True)
     for name, image in zip(PHOTOS, (photo, photo[:, ::-1], np.roll(photo, 48, axis=1))):
         Image.fromarray(np.ascontiguousarray(image)).save(input_dir / name)
+
+
+def use_identity(graph: dict, snippet: str) -> dict:
+    """The graph with every ``embedding:NAME class`` in its prompts replaced by ``snippet``."""
+    graph = copy.deepcopy(graph)
+    for node in graph.values():
+        text = node["inputs"].get("text")
+        if node["class_type"] == "CLIPTextEncode" and isinstance(text, str):
+            node["inputs"]["text"] = re.sub(r"embedding:\S+ \S+", snippet, text)
+    return graph
