@@ -249,3 +249,15 @@ def test_load_identity_reads_the_authors_files(inproc, embeddings_dir, shared_di
     assert out.result[0] == f"embedding:{name} man" and out.result[1].width == 768
     if tokens is not None:
         assert out.result[1].tokens == tokens
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_training_keeps_fp32_vectors(tiny_training, dtype):
+    """The CUDA route (autocast; fp16 with loss scaling), exercised on the CPU: finite, fp32 rows that move."""
+    p = tiny_training
+    with torch.inference_mode(False):
+        config = identity.TrainConfig(steps=3, learning_rate=1e-2, batch_size=2, seed=0, autocast_dtype=dtype)
+        result = identity.train_identity(p["text"], p["denoise"], p["latents"], p["masks"], p["prompts"], p["start"],
+                                         p["alphas"], config)
+    assert result.vectors.dtype == torch.float32 and all(torch.isfinite(torch.tensor(result.losses)))
+    assert (result.vectors - p["start"]).abs().amax() > 1e-4
