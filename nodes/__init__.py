@@ -4,7 +4,7 @@ from comfy_api.latest import io
 
 from .evaluate import VCDEvaluate
 from .face import VCDFaceDetect, VCDFaceRefine
-from .identity import VCDLoadIdentity, VCDTrainIdentity
+from .identity import VCDIdentityEncode, VCDLoadIdentity, VCDTrainIdentity
 from .noise import VCD3DGaussianNoise, VCD3DGaussianNoiseLatent
 from .segment import VCDPromptSegment
 from .tiled import VCDTiledRefine
@@ -18,5 +18,6 @@ NODES: list[type[io.ComfyNode]] = [
     VCDPromptSegment,
     VCDTrainIdentity,
     VCDLoadIdentity,
+    VCDIdentityEncode,
     VCDEvaluate,
 ]

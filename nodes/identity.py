@@ -17,6 +17,7 @@ from comfy_api.latest import io, ui
 
 from .. import vcd_core
 from ..vcd_core import embedding_io, identity
+from ..vcd_core.text_encoder import IDENTITY as MARKER
 from ..vcd_core.text_encoder import IdentityTextEncoder, clip_text_model_from_state_dict
 from .charts import BLUE, ORANGE, line_chart
 from .noise import SEED_MAX
@@ -288,3 +289,39 @@ class VCDLoadIdentity(io.ComfyNode):
         text = snippet(name, class_word.strip() or loaded.metadata.get("class_word", ""))
         details = "\n".join(f"{k}: {v}" for k, v in sorted(loaded.metadata.items()))
         return io.NodeOutput(text, loaded, ui=ui.PreviewText(f"{text}\n{loaded.tokens} tokens x {loaded.width}\n{details}"))
+
+
+class VCDIdentityEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VCDIdentityEncode",
+            display_name="VCD Identity Text Encode",
+            category="VCD/identity",
+            description="A prompt with the identity wired in directly (no file lookup): write {identity} where the person "
+                        "goes. Gives exactly what CLIPTextEncode gives for 'embedding:NAME' there. Plain text only "
+                        "(no (word:1.2) weights), up to 75 tokens.",
+            inputs=[
+                io.Clip.Input("clip"),
+                IDENTITY.Input("identity"),
+                io.String.Input("text", multiline=True, default="a photo of {identity} man smiling in a garden"),
+            ],
+            outputs=[io.Conditioning.Output()],
+        )
+
+    @classmethod
+    def execute(cls, clip, identity: embedding_io.Embedding, text: str) -> io.NodeOutput:
+        import comfy.model_management
+
+        if MARKER not in text:
+            raise ValueError(f"text: write {MARKER} where the person goes, e.g. 'a photo of {MARKER} man'.")
+        if identity.width != clip_width(clip):
+            raise ValueError(f"identity: {identity.width}-wide vectors do not fit this CLIP ({clip_width(clip)}).")
+        with torch.inference_mode(False):
+            encoder = text_encoder_from_clip(clip, comfy.model_management.text_encoder_device())
+            try:
+                with torch.no_grad():
+                    cond = encoder(identity.vectors.to(encoder.lookup.table.device), [text])
+            except ValueError as error:
+                raise ValueError(f"text: {error}") from None
+        return io.NodeOutput([[cond.float().cpu(), {}]])

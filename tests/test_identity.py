@@ -73,6 +73,18 @@ def test_train_round_trip_through_core_clip_text_encode(inproc, embeddings_dir, 
     core = clip.encode_from_tokens(clip.tokenize("a photo of embedding:astro woman"))
     ours = text_path(inproc, clip)(on_disk.vectors, [f"a photo of {IDENTITY} woman"])
     torch.testing.assert_close(ours, core, atol=1e-5, rtol=1e-5)
+    with torch.inference_mode():  # the identity output, wired straight into VCD Identity Text Encode
+        [[direct, _]] = inproc.pack.nodes.identity.VCDIdentityEncode.execute(
+            clip, trained, f"a photo of {IDENTITY} woman").result[0]
+    torch.testing.assert_close(direct, core, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("text, message", [("a photo of a man", "where the person goes"),
+                                           ("{identity} " + "word " * 80, "longer than 75 tokens")])
+def test_identity_encode_names_bad_text(inproc, text, message):
+    with pytest.raises(ValueError, match=f"text: .*{message}"), torch.inference_mode():
+        inproc.pack.nodes.identity.VCDIdentityEncode.execute(
+            inproc.tiny.tiny_clip(0), embedding_io.Embedding(torch.zeros(4, 768)), text)
 
 
 def test_training_changes_only_the_new_rows(inproc, embeddings_dir, photos):
