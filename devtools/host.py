@@ -77,7 +77,7 @@ class ComfyHost:
             link = packs / name
             if not link.exists():
                 link.symlink_to(target, target_is_directory=True)
-        for sub in ("embeddings", "checkpoints", "grounding-dino", "sams", "ultralytics/bbox", "vcd_eval"):
+        for sub in ("embeddings", "checkpoints", "grounding-dino", "sams", "insightface", "ultralytics/bbox", "vcd_eval"):
             (self.models_dir / sub).mkdir(parents=True, exist_ok=True)
         for d in (self.output_dir, self.input_dir, self.workdir / "temp", self.workdir / "user"):
             d.mkdir(parents=True, exist_ok=True)
@@ -91,6 +91,7 @@ class ComfyHost:
             "  vcd_eval: vcd_eval\n"
             "  grounding-dino: grounding-dino\n"
             "  sams: sams\n"
+            "  insightface: insightface\n"
             "  ultralytics_bbox: ultralytics/bbox\n"
             f"  custom_nodes: {packs}\n"
         )

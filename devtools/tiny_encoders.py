@@ -74,3 +74,23 @@ def save_tiny_sam(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(_build_sam(32, 2, 2, [1]).state_dict(), path)
     return path
+
+
+def save_tiny_arcface(path: Path, seed: int = 0, input_size: int = 112) -> Path:
+    """An ONNX face-recognition model shaped like insightface's (``[N, 3, 112, 112]`` -> ``[N, 16]``)."""
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 8, 8), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(8 * (input_size // 8) ** 2, 16)).eval()
+    return export_onnx(net, (1, 3, input_size, input_size), path)
+
+
+def export_onnx(module: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
+    """``module`` as an ONNX file with a dynamic batch axis (the TorchScript exporter: no onnxscript needed)."""
+    import warnings
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module, (torch.zeros(input_shape),), str(path), dynamo=False, input_names=["input.1"],
+                          output_names=["embedding"], dynamic_axes={"input.1": {0: "batch"}})
+    return path

@@ -37,6 +37,43 @@ def test_hand_computed_consistency_and_motion():
     assert metrics.motion_amplitude(frames) == pytest.approx(0.25)
 
 
+def test_face_score_hand_values():
+    faces = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert metrics.face_score(faces, faces[:1]) == pytest.approx(0.5)  # one equal pair (1), one orthogonal (0)
+    assert metrics.face_score(faces[:0], faces) is None and metrics.face_score(faces, faces[:0]) is None
+
+
+@pytest.fixture(scope="module")
+def astronaut_faces():
+    import skimage.data
+
+    photo = torch.from_numpy(skimage.data.astronaut()[:256, 96:352].copy()).float() / 255
+    return torch.stack([photo, photo.flip(1), torch.full_like(photo, 0.5)])  # two faces, then none
+
+
+def test_arcface_scores_only_frames_with_a_face(tmp_path, astronaut_faces, tiny_models):
+    face = encoders.load_arcface(te.save_tiny_arcface(tmp_path / "w600k_tiny.onnx"))
+    features, found = face(astronaut_faces)
+    assert found.tolist() == [True, True, False] and features.shape == (2, 16)
+    reference, _ = face(astronaut_faces[:1])
+    assert metrics.cosine_matrix(features[:1], reference).item() == pytest.approx(1.0)  # the frame equal to the reference
+    dino = encoders.load_dino(tiny_models[0])
+    clip_image, clip_text = encoders.load_clip(tiny_models[1])
+    scores = metrics.score_video(astronaut_faces, astronaut_faces[:1], "an astronaut", dino, clip_image, clip_text, face)
+    assert scores["face_frames"] == 2
+    assert scores["face_similarity"] == pytest.approx(float(metrics.cosine_matrix(features, reference).mean()))
+    without = metrics.score_video(astronaut_faces, astronaut_faces[:1], "an astronaut", dino, clip_image, clip_text)
+    assert "face_similarity" not in without  # off by default
+
+
+def test_arcface_bad_models_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ArcFace: no .onnx model"):
+        encoders.load_arcface(tmp_path / "w600k_r50.onnx")
+    te.export_onnx(torch.nn.Linear(8, 4), (1, 8), tmp_path / "flat.onnx")
+    with pytest.raises(ValueError, match="not face images"):
+        encoders.load_arcface(tmp_path / "flat.onnx")
+
+
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     from pathlib import Path
@@ -97,6 +134,11 @@ def test_evaluate_command_scores_a_folder(tiny_models, tmp_path, capsys):
     assert summary["gamma0.1"]["motion"] == 0.0 and summary["gamma0"]["motion"] == pytest.approx(40 / 255 / 3)
     assert len(list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))) == 2
     assert "[2/2]" in capsys.readouterr().err
+    arcface = te.save_tiny_arcface(tmp_path / "arcface.onnx")
+    assert evaluate.main(["--manifest", str(manifest), "--references", str(tmp_path / "refs"), "--arcface", str(arcface),
+                          "--dino", str(tiny_models[0]), "--clip", str(tiny_models[1]), "--out", str(tmp_path / "faces")]) == 0
+    with_faces = json.loads((tmp_path / "faces" / "summary.json").read_text())
+    assert with_faces["gamma0"]["face_frames"] == 0 and with_faces["gamma0"]["face_similarity"] is None  # flat colours
 
 
 def test_mixed_frame_sizes_are_rejected():
@@ -130,6 +172,11 @@ def test_evaluate_node_on_the_server(host, tmp_path):
     shown = json.loads(result.history["outputs"]["3"]["text"][0])
     assert shown["frames"] == 3 and 0.9 < shown["dino"] <= 1.0 + 1e-9 and shown["motion"] > 0
     assert set(result.history["outputs"]) == {"3", "4"}  # the chart was previewed
+    te.save_tiny_arcface(host.models_dir / "insightface" / "models" / "buffalo_l" / "w600k_r50.onnx")
+    graph["3"]["inputs"]["face_model"] = "models/buffalo_l/w600k_r50.onnx"
+    faces = host.run(graph)
+    assert faces.ok, faces.describe()
+    assert "face_frames" in json.loads(faces.history["outputs"]["3"]["text"][0])
     graph["3"]["inputs"]["dino_model"] = "missing-model"
     bad = host.run(graph)
     message = json.dumps(bad.node_errors) if bad.http_status == 400 else bad.execution_error["exception_message"]

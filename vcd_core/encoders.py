@@ -1,7 +1,8 @@
 """Image/text encoders for evaluation, loaded offline from local Hugging Face folders via transformers.
 
 ``load_dino(folder)`` -> images ``[N, H, W, C]`` (0..1) to CLS features; ``load_clip(folder)`` -> an
-image encoder and a text encoder (projected features). Preprocessing (resize, centre crop, normalise)
+image encoder and a text encoder (projected features); ``load_arcface(file)`` (optional, needs
+onnxruntime) -> face features for the images where a face is found. Preprocessing (resize, centre crop, normalise)
 runs in torch with the mean/std of the folder's ``preprocessor_config.json`` when present. Nothing
 is ever downloaded: a missing or wrong folder is a clear error saying what to put there.
 """
@@ -12,8 +13,11 @@ import json
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .metrics import FaceEncoder
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -94,3 +98,57 @@ def load_clip(folder: str | Path, batch_size: int = 16):
 
     encode_image = _batched(lambda x: features(model.get_image_features(pixel_values=preprocess(x))), batch_size)
     return encode_image, encode_text
+
+
+FACE_CROP_SCALE = 1.3  # the square crop around a detected face box, as a multiple of its side
+
+
+def load_arcface(path: str | Path, batch_size: int = 16) -> FaceEncoder:
+    """ArcFace face recognition as ``images -> (features [N, D], found [N] bool)``.
+
+    Runs insightface's ONNX recognition models (e.g. ``buffalo_l/w600k_r50.onnx``) through
+    onnxruntime, the runtime insightface itself uses, with insightface's input normalisation
+    ((x - 127.5) / 127.5, RGB). Faces come from the built-in Haar detector (largest per image,
+    a square 1.3x crop resized to the model's input), not insightface's landmark alignment, so
+    scores are comparable between runs of this command, not with insightface's own numbers.
+    """
+    from . import face_detect
+
+    path = Path(path)
+    if not path.is_file() or path.suffix != ".onnx":
+        raise FileNotFoundError(f"ArcFace: no .onnx model at {path}; put insightface's recognition model "
+                                "(e.g. models/insightface/models/buffalo_l/w600k_r50.onnx) there.")
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError("ArcFace: the face score needs onnxruntime (pip install onnxruntime); it is optional") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model_input = session.get_inputs()[0]
+    if len(model_input.shape) != 4 or model_input.shape[1] != 3:
+        raise ValueError(f"ArcFace: {path.name} takes {model_input.shape}, not face images [N, 3, H, W]")
+    size = model_input.shape[2] if isinstance(model_input.shape[2], int) else 112
+
+    def crops(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        faces, found = [], []
+        for frame, boxes in zip(images, face_detect.haar_faces(images)):
+            found.append(bool(boxes))
+            if not boxes:
+                continue
+            box = boxes[0]
+            side = int(max(box.height, box.width) * FACE_CROP_SCALE)
+            cy, cx = (box.y0 + box.y1) // 2, (box.x0 + box.x1) // 2
+            h, w = frame.shape[:2]
+            y0, x0 = min(max(cy - side // 2, 0), max(h - side, 0)), min(max(cx - side // 2, 0), max(w - side, 0))
+            crop = frame[y0:y0 + side, x0:x0 + side, :3].movedim(-1, 0)[None].float()
+            faces.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0])
+        pixels = torch.stack(faces) if faces else torch.zeros(0, 3, size, size)
+        return (pixels.clamp(0, 1) * 255 - 127.5) / 127.5, torch.tensor(found, dtype=torch.bool)
+
+    def run(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels, found = crops(images)
+        outputs = [session.run(None, {model_input.name: pixels[i:i + batch_size].numpy()})[0]
+                   for i in range(0, pixels.shape[0], batch_size)]
+        features = torch.from_numpy(np.concatenate(outputs)) if outputs else torch.zeros(0, 1)
+        return features.float(), found
+
+    return run

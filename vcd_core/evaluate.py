@@ -65,12 +65,20 @@ def encode_each(encoder, images: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([encoder(image) for image in images])
 
 
+def mean(values: list) -> float | None:
+    """Mean of the values that exist (a video without faces has no face similarity)."""
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vcd_core.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--references", type=Path, required=True)
     parser.add_argument("--dino", type=Path, required=True, help="local HF folder of DINO ViT-S/16")
     parser.add_argument("--clip", type=Path, required=True, help="local HF folder of CLIP ViT-B/32")
+    parser.add_argument("--arcface", type=Path, help="optional: insightface's ArcFace .onnx (e.g. w600k_r50.onnx); "
+                        "adds face_similarity (needs onnxruntime)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -82,14 +90,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.manifest} lists no videos")
     dino = encoders.load_dino(args.dino)
     clip_image, clip_text = encoders.load_clip(args.clip)
-    references: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    face = encoders.load_arcface(args.arcface) if args.arcface else None
+    columns = METRICS + (("face_similarity", "face_frames") if face else ())
+    references: dict[str, tuple[torch.Tensor, ...]] = {}
     scored = []
     for i, row in enumerate(rows, 1):
         subject = row["subject"]
         if subject not in references:
             refs = read_references(args.references / subject)
-            references[subject] = (encode_each(dino, refs), encode_each(clip_image, refs))
-        dino_refs, clip_refs = references[subject]
+            face_refs = torch.cat([face(r)[0] for r in refs]) if face else torch.zeros(0)
+            references[subject] = (encode_each(dino, refs), encode_each(clip_image, refs), face_refs)
+        dino_refs, clip_refs, face_refs = references[subject]
         frames = read_frames(args.manifest.parent / row["video"])
         clip_frames = clip_image(frames)
         scores = {
@@ -99,12 +110,15 @@ def main(argv: list[str] | None = None) -> int:
             "temporal_consistency": metrics.temporal_consistency(clip_frames),
             "motion": metrics.motion_amplitude(frames),
         }
+        if face:
+            face_frames, found = face(frames)
+            scores.update(face_similarity=metrics.face_score(face_frames, face_refs), face_frames=int(found.sum()))
         scored.append({**row, "setting": row.get("setting") or "default", **scores})
         print(f"\r[{i}/{len(rows)}] {row['video']}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys([*rows[0].keys(), "setting", *METRICS]))
+    fields = list(dict.fromkeys([*rows[0].keys(), "setting", *columns]))
     with (args.out / "scores.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -113,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     for row in scored:
         by_setting[row["setting"]].append(row)
     summary = {
-        setting: {"videos": len(items), **{m: float(np.mean([r[m] for r in items])) for m in METRICS}}
+        setting: {"videos": len(items), **{m: mean([r[m] for r in items]) for m in columns}}
         for setting, items in by_setting.items()
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     for setting, values in summary.items():
-        print(setting, " ".join(f"{m}={values[m]:.3f}" for m in METRICS))
+        print(setting, " ".join(f"{m}={values[m]:.3f}" for m in columns if values[m] is not None))
     return 0
 
 

@@ -5,6 +5,7 @@
 - Temporal consistency ("CLIP-I Temp Consist"): mean cosine of consecutive frames' CLIP image features.
 - Motion amplitude: mean absolute difference of consecutive frames (0..1 pixels), reported beside
   temporal consistency because a still video scores a perfect consistency.
+- Face similarity (optional, not in the paper): mean ArcFace cosine of frame faces vs reference faces.
 Raw cosines, as in the paper. The paper names no backbones; this pack uses DINO ViT-S/16 and CLIP
 ViT-B/32 by default (``vcd_core.encoders``). Features are ``[N, D]`` tensors; frames ``[F, H, W, C]``.
 """
@@ -18,11 +19,12 @@ import torch.nn.functional as F
 
 __all__ = [
     "cosine_matrix", "identity_score", "per_frame_identity", "text_score", "temporal_consistency",
-    "per_pair_consistency", "motion_amplitude", "score_video",
+    "per_pair_consistency", "motion_amplitude", "face_score", "score_video",
 ]
 
 ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
 TextEncoder = Callable[[list[str]], torch.Tensor]
+FaceEncoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # images -> (features, found per image)
 
 
 def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -64,6 +66,13 @@ def motion_amplitude(frames: torch.Tensor) -> float:
     return float((frames[1:].double() - frames[:-1].double()).abs().mean())
 
 
+def face_score(frame_features: torch.Tensor, reference_features: torch.Tensor) -> float | None:
+    """ArcFace similarity: mean cosine of every frame face vs every reference face; None without faces on either side."""
+    if frame_features.shape[0] == 0 or reference_features.shape[0] == 0:
+        return None
+    return identity_score(frame_features, reference_features)
+
+
 def score_video(
     frames: torch.Tensor,
     references: torch.Tensor,
@@ -71,14 +80,20 @@ def score_video(
     dino: ImageEncoder,
     clip_image: ImageEncoder,
     clip_text: TextEncoder,
+    face: FaceEncoder | None = None,
 ) -> dict:
-    """All metrics for one video: the paper's four numbers, motion, and per-frame curves for a chart."""
+    """All metrics for one video: the paper's four numbers, motion, per-frame curves for a chart, and
+    with a ``face`` encoder (ArcFace, optional) the face similarity and how many frames had a face."""
     if references.shape[0] == 0:
         raise ValueError("references: give at least one reference image of the identity.")
     if not prompt.strip():
         raise ValueError("prompt: CLIP-T needs the prompt the video was generated from (it is empty).")
     clip_frames, clip_refs = clip_image(frames), clip_image(references)
     dino_frames, dino_refs = dino(frames), dino(references)
+    faces = {}
+    if face is not None:
+        (face_frames, found), (face_refs, _) = face(frames), face(references)
+        faces = {"face_similarity": face_score(face_frames, face_refs), "face_frames": int(found.sum())}
     return {
         "dino": identity_score(dino_frames, dino_refs),
         "clip_i": identity_score(clip_frames, clip_refs),
@@ -88,4 +103,5 @@ def score_video(
         "frames": int(frames.shape[0]),
         "per_frame_dino": per_frame_identity(dino_frames, dino_refs).tolist(),
         "per_pair_consistency": per_pair_consistency(clip_frames).tolist() if frames.shape[0] > 1 else [],
+        **faces,
     }
