@@ -8,6 +8,8 @@ from comfy_api.latest import ComfyExtension, io
 
 from .nodes import NODES
 
+WEB_DIRECTORY = "./web"  # the frontend extension: the gamma correlation chart under VCD nodes
+
 
 class VCDExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
