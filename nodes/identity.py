@@ -9,6 +9,7 @@ epsilon. The file lands in ``models/embeddings/vcd/NAME.safetensors``, which cor
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -26,6 +27,7 @@ IDENTITY = io.Custom("VCD_IDENTITY")  # an embedding_io.Embedding: vectors [N, 7
 SUBFOLDER = "vcd"  # models/embeddings/vcd/NAME.safetensors
 SD15_WIDTH = 768
 VIEWS_PER_IMAGE = 8  # augmented views encoded once per reference photo
+LOSS_WINDOW = 10  # steps in the running loss shown while training and drawn on the curve
 log = logging.getLogger("vcd")
 
 
@@ -205,14 +207,19 @@ class VCDTrainIdentity(io.ComfyNode):
             denoise, alphas_cumprod = denoiser_from_model(model)
             device = comfy.model_management.get_torch_device()
             text = text_encoder_from_clip(clip, device)
-            config = identity.TrainConfig(**{**config.__dict__, "autocast_dtype": autocast_dtype(device)})
+            config = dataclasses.replace(config, autocast_dtype=autocast_dtype(device))
             latents = latents.clone().to(device)
             masks_latent = identity.latent_masks(views.masks, latents.shape[-2:]).to(device)
             start = identity.init_vectors(text.word_vector, tokens)
 
+            recent: list[float] = []
+
             def report(step: int, loss: float) -> None:
-                progress.update_absolute(step + 1, steps)  # also raises on an interrupt: nothing is written
-                send_progress_text(getattr(cls.hidden, "unique_id", None), f"step {step + 1}/{steps}  loss {loss:.4f}")
+                comfy.model_management.throw_exception_if_processing_interrupted()  # stops before anything is written
+                progress.update_absolute(step + 1, steps)
+                recent[:] = (recent + [loss])[-LOSS_WINDOW:]
+                send_progress_text(getattr(cls.hidden, "unique_id", None),
+                                   f"step {step + 1}/{steps}  loss {sum(recent) / len(recent):.4f} (mean of last {len(recent)})")
 
             result = identity.train_identity(text, denoise, latents, masks_latent, views.prompts(class_word), start,
                                              alphas_cumprod, config, report)
@@ -231,7 +238,7 @@ class VCDTrainIdentity(io.ComfyNode):
                              ui=ui.PreviewText(f"{snippet(name, class_word)}\nsaved to {path}"))
 
 
-def loss_curve(losses: list[float], window: int = 10) -> torch.Tensor:
+def loss_curve(losses: list[float], window: int = LOSS_WINDOW) -> torch.Tensor:
     """Loss per step (orange) and its running mean (blue)."""
     running = [sum(losses[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(losses))]
     return line_chart([(losses, ORANGE, "loss per step"), (running, BLUE, f"running mean ({window} steps)")])

@@ -198,15 +198,24 @@ def test_augmented_views_carry_masks_and_prefixes(photos):
     assert views.prompts("man")[0].endswith(f"photo of a {IDENTITY} man")
 
 
-def test_interrupt_leaves_no_file(inproc, embeddings_dir, photos):
+def test_interrupt_mid_training_leaves_no_file(inproc, embeddings_dir, photos, monkeypatch):
+    """Cancel pressed after the first training step: the node stops at the next step and writes nothing."""
     import comfy.model_management
+    import comfy.utils
 
-    comfy.model_management.interrupt_current_processing(True)
+    steps_seen = []
+
+    def hook(value, total, preview, node_id=None):
+        steps_seen.append(value)
+        comfy.model_management.interrupt_current_processing(True)
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", hook)
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
             train(inproc, inproc.tiny.tiny_clip(0), photos, steps=50, name="stopped")
     finally:
         comfy.model_management.interrupt_current_processing(False)
+    assert steps_seen == [1]  # training ran one step, then stopped
     assert not any(embeddings_dir.rglob("*"))
 
 
@@ -223,6 +232,23 @@ def test_bad_training_inputs_write_nothing(inproc, embeddings_dir, photos, case,
     with pytest.raises(ValueError, match=message):
         train(inproc, inproc.tiny.tiny_clip(0), images, **overrides)
     assert not any(embeddings_dir.rglob("*")), case
+
+
+def test_other_model_families_are_refused(inproc, embeddings_dir, photos):
+    from types import SimpleNamespace
+
+    import comfy.model_base
+
+    with pytest.raises(ValueError, match="clip: .*SD1.5"):
+        train(inproc, SimpleNamespace(cond_stage_model=SimpleNamespace(clip_g=None)), photos)
+    model = inproc.tiny.tiny_model(0)
+    model.model.model_type = comfy.model_base.ModelType.V_PREDICTION
+    try:
+        with pytest.raises(ValueError, match="model: .*epsilon"):
+            train(inproc, inproc.tiny.tiny_clip(0), photos)
+    finally:
+        model.model.model_type = comfy.model_base.ModelType.EPS
+    assert not any(embeddings_dir.rglob("*"))
 
 
 def test_existing_name_needs_overwrite(inproc, embeddings_dir, photos):
