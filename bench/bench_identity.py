@@ -5,6 +5,8 @@ views. Ours trains only the new rows (a separate 4 x 768 parameter) on latents e
 The plain loop is diffusers' examples/textual_inversion recipe: placeholder tokens added to the
 tokenizer, the whole embedding table handed to AdamW, the other rows restored after each step,
 and the VAE run on every batch ("no caching"); it is also timed with cached latents.
+Then ours with gradient checkpointing on the UNet's res/transformer blocks: time per step and the
+bytes autograd keeps for the backward pass (the activation memory, counted exactly by a hook).
 
     bash scripts/bench.sh identity
 """
@@ -75,6 +77,41 @@ def ours(unet, text_model, tokenizer, latents, masks, prompts) -> float:
     return (stamps[-1] - stamps[WARMUP - 1]) / STEPS
 
 
+def saved_bytes(run) -> int:
+    """Bytes of the tensors autograd keeps for backward while ``run()`` builds the graph."""
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run()
+    return total
+
+
+def checkpointing(unet, text_model, tokenizer, latents, masks, prompts) -> dict[str, tuple[float, int]]:
+    """(seconds per step, bytes kept for backward) without and with gradient checkpointing."""
+    text = IdentityTextEncoder(copy.deepcopy(text_model), tokenizer)
+    vectors = identity.init_vectors(text.word_vector, TOKENS).requires_grad_(True)
+    blocks = [m for m in unet.modules() if type(m).__name__ in ("ResnetBlock2D", "Transformer2DModel")]
+    t = torch.randint(0, 1000, (BATCH,), generator=torch.Generator().manual_seed(0))
+
+    def loss():
+        context = text(vectors, prompts[:BATCH])
+        return identity.masked_mse(unet(latents[:BATCH], t, encoder_hidden_states=context).sample, latents[:BATCH],
+                                   masks[:BATCH])
+
+    def step(_index: int) -> None:
+        loss().backward()
+
+    results = {"without checkpointing": (timed(step, STEPS), saved_bytes(loss))}
+    with identity.gradient_checkpointing(blocks):
+        results["with checkpointing"] = (timed(step, STEPS), saved_bytes(loss))
+    return results
+
+
 def plain_diffusers(unet, vae, text_model, tokenizer, views, cache: bool) -> float:
     from diffusers import DDPMScheduler
 
@@ -136,6 +173,11 @@ def main() -> None:
           f"{len(views.prompts('woman'))} views encoded once in {cache_seconds:.2f} s")
     for label, seconds in results.items():
         print(f"{label:<38} {seconds:7.3f} s/step  ratio to ours {seconds / base:5.2f}")
+    memory = checkpointing(unet, text_model, tokenizer, latents, masks, views.prompts("woman"))
+    plain_seconds, plain_bytes = memory["without checkpointing"]
+    for label, (seconds, kept) in memory.items():
+        print(f"ours {label:<33} {seconds:7.3f} s/step  kept for backward {kept / 2**20:7.1f} MiB  "
+              f"ratios: time {seconds / plain_seconds:4.2f}, memory {kept / plain_bytes:4.2f}")
 
 
 if __name__ == "__main__":

@@ -183,6 +183,29 @@ def test_background_gets_no_gradient(tiny_training):
     assert torch.all(pred.grad[(mask == 0).expand_as(pred)] == 0) and pred.grad.abs().sum() > 0
 
 
+def test_gradient_checkpointing_gives_the_same_gradient(inproc, tiny_training):
+    p = tiny_training
+    blocks = inproc.pack.nodes.identity.checkpointed_blocks(inproc.tiny.tiny_model(0))
+    assert {type(b).__name__ for b in blocks} == {"ResBlock", "SpatialTransformer"}
+    x0, mask = p["latents"][:2], p["masks"][:2]
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+
+    def grad():
+        with torch.inference_mode(False):
+            vectors = p["start"].clone().requires_grad_(True)
+            pred = p["denoise"](x0 + noise, torch.tensor([200, 600]), p["text"](vectors, p["prompts"][:2]))
+            identity.masked_mse(pred, noise, mask).backward()
+            return vectors.grad
+
+    plain = grad()
+    with identity.gradient_checkpointing(blocks):
+        assert all("forward" in b.__dict__ for b in blocks)
+        checkpointed = grad()
+    assert not any("forward" in b.__dict__ for b in blocks)  # the model is left as it was
+    torch.testing.assert_close(checkpointed, plain, rtol=1e-5, atol=1e-8)
+    assert plain.abs().sum() > 0
+
+
 def test_augmented_views_carry_masks_and_prefixes(photos):
     masks = torch.zeros(photos.shape[:3])
     masks[:, 100:200, 100:200] = 1

@@ -11,18 +11,21 @@ Only ``vectors`` is optimised; nothing else is touched.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .text_encoder import IDENTITY
 
 __all__ = [
     "RARE_TOKENS", "TrainConfig", "Views", "center_square", "augment_view", "make_views", "latent_masks",
-    "masked_mse", "sd_alphas_cumprod", "init_vectors", "train_identity", "TrainResult",
+    "masked_mse", "sd_alphas_cumprod", "init_vectors", "train_identity", "TrainResult", "gradient_checkpointing",
 ]
 
 RARE_TOKENS = ("ktn", "pll", "ucd", "ucd")  # the authors' initialisation words, cycled for more tokens
@@ -164,6 +167,25 @@ def init_vectors(word_vector: Callable[[str], torch.Tensor], tokens: int, words:
     if tokens < 1:
         raise ValueError(f"tokens must be at least 1, got {tokens}")
     return torch.stack([word_vector(words[i % len(words)]).float() for i in range(tokens)])
+
+
+@contextlib.contextmanager
+def gradient_checkpointing(modules: Iterable[torch.nn.Module]) -> Iterator[None]:
+    """Inside the block, each module recomputes its activations during backward instead of keeping them:
+    far less memory for about a third more time. Every module's own ``forward`` is restored afterwards."""
+    patched = []
+    for module in modules:
+        own = module.__dict__.get("forward")  # an instance-level forward someone else set, kept as is
+        module.forward = functools.partial(checkpoint, module.forward, use_reentrant=False)
+        patched.append((module, own))
+    try:
+        yield
+    finally:
+        for module, own in patched:
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
 
 
 @dataclass
