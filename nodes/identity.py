@@ -106,10 +106,12 @@ def encode_views(vae, pixels: torch.Tensor, model) -> torch.Tensor:
     return model.model.process_latent_in(latents).float()
 
 
-def reference_masks(images: torch.Tensor, masks: torch.Tensor | None) -> list[torch.Tensor | None]:
-    """One mask (or None: whole image) per reference; an empty mask falls back to the whole image."""
+def usable_references(images: torch.Tensor, masks: torch.Tensor | None) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """The photos ``[3, H, W]`` to train on and their masks (None: the whole photo). A photo whose mask is
+    empty (the segmenter found nobody) is left out with a warning, never trained on unmasked."""
+    photos = list(images.movedim(-1, 1))
     if masks is None:
-        return [None] * images.shape[0]
+        return photos, [None] * len(photos)
     if masks.ndim == 2:
         masks = masks[None]
     if masks.shape[0] != images.shape[0]:
@@ -117,14 +119,14 @@ def reference_masks(images: torch.Tensor, masks: torch.Tensor | None) -> list[to
     if masks.shape[-2:] != images.shape[1:3]:
         raise ValueError(f"masks are {masks.shape[-1]}x{masks.shape[-2]} but the images are "
                          f"{images.shape[2]}x{images.shape[1]}: masks must match their images' size.")
-    out = []
-    for index, mask in enumerate(masks):
-        if float(mask.sum()) == 0.0:
-            log.warning("VCD Train Identity: mask %d is empty; that image's loss uses the whole image.", index)
-            out.append(None)
-        else:
-            out.append(mask.float())
-    return out
+    empty = [i for i, mask in enumerate(masks) if float(mask.sum()) == 0.0]
+    if len(empty) == len(photos):
+        raise ValueError("masks: every mask is empty, so there is nothing to learn; check the segmentation prompt "
+                         "or set Prompt Segment's if_none to 'full'.")
+    if empty:
+        log.warning("VCD Train Identity: the masks of image(s) %s are empty; those photos are left out.", empty)
+    keep = [i for i in range(len(photos)) if i not in empty]
+    return [photos[i] for i in keep], [masks[i].float() for i in keep]
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -210,8 +212,8 @@ class VCDTrainIdentity(io.ComfyNode):
             raise ValueError(f"clip: its token width is {clip_width(clip)}, not SD1.5's {SD15_WIDTH}.")
         config = identity.TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed)
         class_word = class_word.strip()
-        views = identity.make_views(list(images.movedim(-1, 1)), reference_masks(images, masks), resolution,
-                                    VIEWS_PER_IMAGE, augment, seed)
+        photos, photo_masks = usable_references(images, masks)
+        views = identity.make_views(photos, photo_masks, resolution, VIEWS_PER_IMAGE, augment, seed)
         latents = encode_views(vae, views.pixels, model)
         progress = comfy.utils.ProgressBar(steps)
         with torch.inference_mode(False):
@@ -239,7 +241,7 @@ class VCDTrainIdentity(io.ComfyNode):
         metadata = {
             "format": "vcd-identity/1", "tokens": str(tokens), "class_word": class_word, "steps": str(steps),
             "learning_rate": str(learning_rate), "batch_size": str(batch_size), "seed": str(seed),
-            "augment": str(augment), "resolution": str(resolution), "references": str(images.shape[0]),
+            "augment": str(augment), "resolution": str(resolution), "references": str(len(photos)),
             "base_model_hash": base_fingerprint(model, clip), "vcd_version": vcd_core.__version__,
             "prompt": snippet(name, class_word),
         }

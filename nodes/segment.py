@@ -60,7 +60,8 @@ class VCDPromptSegment(io.ComfyNode):
                 io.Combo.Input("box_mode", options=["first", "union"], default="first",
                                tooltip="first: the best box only (the paper's code); union: every box found."),
                 io.Combo.Input("if_none", options=["empty", "full"], default="empty",
-                               tooltip="Mask for an image with no detection: empty (train on nothing there) or full image."),
+                               tooltip="Mask for an image with no detection: empty (Train Identity then leaves that photo out) "
+                                       "or the full image."),
             ],
             outputs=[io.Mask.Output(display_name="mask"), io.Image.Output(display_name="preview")],
             is_output_node=True,

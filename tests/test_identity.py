@@ -249,12 +249,21 @@ def test_interrupt_mid_training_leaves_no_file(inproc, embeddings_dir, photos, m
     ("dot-dot name", dict(name="../evil"), "not allowed"),
     ("path name", dict(name="sub/evil"), "not allowed"),
     ("steps 0", dict(steps=0), "steps"),
+    ("all masks empty", dict(masks=torch.zeros(3, 512, 512)), "every mask is empty"),
 ])
 def test_bad_training_inputs_write_nothing(inproc, embeddings_dir, photos, case, overrides, message):
     images = overrides.pop("images", photos)
     with pytest.raises(ValueError, match=message):
         train(inproc, inproc.tiny.tiny_clip(0), images, **overrides)
     assert not any(embeddings_dir.rglob("*")), case
+
+
+def test_photos_with_empty_masks_are_left_out(inproc, embeddings_dir, photos):
+    masks = torch.zeros(photos.shape[:3])
+    masks[0, 40:300, 120:380] = 1
+    masks[2, 40:300, 120:380] = 1
+    saved = train(inproc, inproc.tiny.tiny_clip(0), photos, masks=masks, steps=1, name="two").result[2]
+    assert saved.metadata["references"] == "2"
 
 
 def test_other_model_families_are_refused(inproc, embeddings_dir, photos):
