@@ -331,3 +331,16 @@ def test_mixed_precision_training_keeps_fp32_vectors(tiny_training, dtype):
                                          p["alphas"], config)
     assert result.vectors.dtype == torch.float32 and all(torch.isfinite(torch.tensor(result.losses)))
     assert (result.vectors - p["start"]).abs().amax() > 1e-4
+
+
+def test_masked_mse_in_half_precision_at_1024_px_is_finite_and_exact():
+    """A 1024 px view is a 128x128x4 latent: 65,536 mask entries overflow an fp16 sum (max 65,504)."""
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(2, 4, 128, 128, generator=g), torch.randn(2, 4, 128, 128, generator=g)
+    mask = torch.ones(2, 1, 128, 128)
+    mask[1, :, :64] = 0
+    loss = identity.masked_mse(pred.half(), target.half(), mask)
+    squared = ((pred.half().float() - target.half().float()) * mask) ** 2
+    expected = squared.flatten(1).sum(1) / torch.tensor([65536.0, 32768.0])
+    assert torch.isfinite(loss) and loss > 0
+    torch.testing.assert_close(loss, expected.mean(), rtol=1e-6, atol=0)

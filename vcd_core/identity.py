@@ -150,8 +150,9 @@ def latent_masks(masks: torch.Tensor, latent_size: tuple[int, int]) -> torch.Ten
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of sum(((pred - target) * m)^2) / sum(m), ``m`` broadcast over channels."""
-    mask = mask.expand_as(pred).to(pred.dtype)
+    """Mean over the batch of sum(((pred - target) * m)^2) / sum(m), ``m`` broadcast over channels; in float32
+    whatever the prediction's dtype (an fp16 sum of a 1024 px mask overflows)."""
+    mask = mask.expand_as(pred).float()
     per_sample = ((pred.float() - target.float()) * mask).pow(2).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp(min=1e-8)
     return per_sample.mean()
 
