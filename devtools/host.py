@@ -16,6 +16,13 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_PACK = REPO / "tests" / "vcd_test_pack"
+# The real AnimateDiff-Evolved, unmodified, beside the clone (absent in a user's clone).
+ADE_PACK = REPO.parent / "shared" / "vendor" / "ComfyUI-AnimateDiff-Evolved"
+
+
+def ade_available() -> bool:
+    """Whether the real AnimateDiff-Evolved is beside the clone (``../shared/vendor``)."""
+    return (ADE_PACK / "__init__.py").is_file()
 
 
 class HostError(RuntimeError):
@@ -58,7 +65,9 @@ def free_port() -> int:
 class ComfyHost:
     """A ComfyUI server in its own work folder, with this pack and the tiny-model test pack."""
 
-    def __init__(self, comfyui_dir: str | os.PathLike, workdir: str | os.PathLike, python: str = sys.executable):
+    def __init__(self, comfyui_dir: str | os.PathLike, workdir: str | os.PathLike, python: str = sys.executable,
+                 with_ade: bool | None = None):
+        self.with_ade = ade_available() if with_ade is None else with_ade
         self.comfyui_dir = Path(comfyui_dir)
         self.workdir = Path(workdir)
         self.python = python
@@ -73,11 +82,15 @@ class ComfyHost:
     def _layout(self) -> Path:
         packs = self.workdir / "custom_nodes"
         packs.mkdir(parents=True, exist_ok=True)
-        for name, target in (("vcd", REPO), ("vcd_test_pack", TEST_PACK)):
+        packs_to_link = [("vcd", REPO), ("vcd_test_pack", TEST_PACK)]
+        if self.with_ade:
+            packs_to_link.append(("ComfyUI-AnimateDiff-Evolved", ADE_PACK))
+        for name, target in packs_to_link:
             link = packs / name
             if not link.exists():
                 link.symlink_to(target, target_is_directory=True)
-        for sub in ("embeddings", "checkpoints", "grounding-dino", "sams", "insightface", "ultralytics/bbox", "vcd_eval"):
+        for sub in ("embeddings", "checkpoints", "grounding-dino", "sams", "insightface", "ultralytics/bbox", "vcd_eval",
+                    "animatediff_models", "upscale_models"):
             (self.models_dir / sub).mkdir(parents=True, exist_ok=True)
         for d in (self.output_dir, self.input_dir, self.workdir / "temp", self.workdir / "user"):
             d.mkdir(parents=True, exist_ok=True)
@@ -93,6 +106,8 @@ class ComfyHost:
             "  sams: sams\n"
             "  insightface: insightface\n"
             "  ultralytics_bbox: ultralytics/bbox\n"
+            "  animatediff_models: animatediff_models\n"
+            "  upscale_models: upscale_models\n"
             f"  custom_nodes: {packs}\n"
         )
         return config

@@ -1,6 +1,28 @@
 #!/usr/bin/env bash
-# Runs the whole test suite in the cached environment (built on first use). Extra args go to pytest.
+# Runs the whole test suite on every ComfyUI host, each in its own cached environment (built on
+# first use): 0.3.75 always, 0.33.0 too when ../shared/vendor holds it. Extra args go to pytest.
+#   VCD_HOST=0.3.75|0.33.0   run one host only;  COMFYUI_DIR=/your/ComfyUI   run on your install only
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-cd "$VCD_ROOT"
-exec "$VCD_PYTHON" -m pytest "$@"  # pyproject testpaths = tests
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ -n "${COMFYUI_DIR:-}" ]; then
+  hosts=(custom)
+elif [ -n "${VCD_HOST:-}" ]; then
+  hosts=("$VCD_HOST")
+else
+  hosts=(0.3.75)
+  [ -f "$root/../shared/vendor/comfyui-0.33.0.tar.gz" ] && hosts+=(0.33.0)
+fi
+status=0
+for host in "${hosts[@]}"; do
+  start=$SECONDS rc=0
+  (
+    [ "$host" = custom ] || export VCD_HOST="$host"
+    source "$root/scripts/env.sh"
+    echo "== ComfyUI $VCD_HOST ($COMFYUI_DIR)" >&2
+    cd "$VCD_ROOT"
+    "$VCD_PYTHON" -m pytest "$@"  # pyproject testpaths = tests
+  ) || rc=$?
+  [ $rc = 0 ] || status=1
+  echo "== ComfyUI $host: $([ $rc = 0 ] && echo passed || echo "FAILED (pytest exit $rc)") in $((SECONDS - start)) s" >&2
+done
+exit $status
