@@ -85,9 +85,45 @@ def test_batch_index_continues_the_chain():
     assert torch.equal(picked[0], video[1])
 
 
-def test_batch_index_length_must_match():
+@pytest.mark.parametrize("shape", [(4, 3, 5), (4, 1, 1), (1, 2, 3)])  # 60, 4 and 6 values a frame: not multiples of 16
+def test_batch_index_continues_the_chain_for_any_frame_size(shape):
+    """CPU randn fills a tensor in blocks of 16 and redraws a ragged tail: frames must not share one draw."""
+    full = noise_prior.correlated_noise_like(torch.zeros((8, *shape)), 0.4, seed=5)
+    part = noise_prior.correlated_noise_like(torch.zeros((3, *shape)), 0.4, seed=5, batch_index=[3, 4, 5])
+    assert torch.equal(part, full[3:6])
+    video = noise_prior.correlated_noise_like(torch.zeros((3, shape[0], 5, *shape[1:])), 0.4, seed=5)
+    picked = noise_prior.correlated_noise_like(torch.zeros((1, shape[0], 5, *shape[1:])), 0.4, seed=5, batch_index=[2])
+    assert torch.equal(picked[0], video[2])
+
+
+@pytest.mark.parametrize("gamma", [0.1, 0.2, 0.5, 0.95])
+def test_chain_is_cholesky_of_sigma_times_the_same_innovations(gamma):
+    """AR(1) is exactly L @ e with L = cholesky(Sigma): gamma 0 returns the innovations e themselves."""
+    def chain(g):
+        return noise_prior.correlated_noise(6, (4, 5, 7), g, generator=torch.Generator().manual_seed(3))
+
+    innovations = chain(0.0).double().reshape(6, -1)
+    factor = torch.linalg.cholesky(noise_prior.frame_covariance(6, gamma))
+    expected = (factor @ innovations).reshape(6, 4, 5, 7)
+    torch.testing.assert_close(chain(gamma).double(), expected, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("latent, batch_index", [
+    (torch.zeros((3, 4, 8, 8)), [0, 1]),
+    (torch.zeros((2, 4, 3, 8, 8)), [0]),
+    (torch.zeros((2, 4, 3, 8, 8)), [0, 1, 2]),
+    (torch.zeros((2, 4, 8, 8)), [0, -1]),
+    (torch.zeros((2, 4, 3, 8, 8)), [-2, 0]),
+])
+def test_batch_index_length_and_values_must_fit(latent, batch_index):
     with pytest.raises(ValueError, match="batch_index"):
-        noise_prior.correlated_noise_like(torch.zeros((3, 4, 8, 8)), 0.4, seed=5, batch_index=[0, 1])
+        noise_prior.correlated_noise_like(latent, 0.4, seed=5, batch_index=batch_index)
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 8, 8), (0, 4, 3, 8, 8), (2, 4, 0, 8, 8)])
+def test_empty_latent_is_a_clear_error(shape):
+    with pytest.raises(ValueError, match="latent: .*empty"):
+        noise_prior.correlated_noise_like(torch.zeros(shape), 0.4, seed=5)
 
 
 def test_dtype_and_device_follow_request():

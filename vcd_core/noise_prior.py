@@ -48,15 +48,18 @@ def correlated_noise(
     """Draw ``[F, *frame_shape]`` noise from the prior with the AR(1) recursion.
 
     The i.i.d. innovations come from ``generator`` (never the global RNG) on the generator's
-    device, in float32, then the chain runs in float32 and is cast to ``dtype`` on ``device``.
-    ``frame_dim`` moves the frame axis to that position of the result (e.g. 2 for ``[C, T, h, w]``).
+    device, in float32, one ``randn`` per frame, so frame ``i`` is the same whatever ``num_frames``
+    (CPU ``randn`` redraws a ragged tail of one big draw). The chain runs in float32 and is cast to
+    ``dtype`` on ``device``. ``frame_dim`` moves the frame axis to that position of the result
+    (e.g. 2 for ``[C, T, h, w]``).
     """
     gamma = _check_gamma(gamma)
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1 (got {num_frames})")
-    innovations = torch.randn(
-        (num_frames, *frame_shape), generator=generator, dtype=torch.float32, device=generator.device
-    )
+    innovations = torch.stack([
+        torch.randn(tuple(frame_shape), generator=generator, dtype=torch.float32, device=generator.device)
+        for _ in range(num_frames)
+    ])
     keep = (1.0 - gamma * gamma) ** 0.5
     noise = torch.empty_like(innovations)
     noise[0] = innovations[0]
@@ -80,22 +83,33 @@ def correlated_noise_like(
       chain and ``batch_index`` picks which of the seed's chains each row receives.
     Returned on the CPU in the latent's dtype, as ComfyUI's own noise is.
     """
+    if latent.ndim < 2:
+        raise ValueError(f"latent must have a batch/frame dimension (got shape {tuple(latent.shape)})")
+    if latent.numel() == 0:
+        raise ValueError(f"latent: the batch is empty (shape {tuple(latent.shape)}); give at least one frame.")
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    rows = _rows(batch_index, latent.shape[0], "video latents" if latent.ndim == 5 else "latent frames")
     if latent.ndim == 5:
-        batch, channels, frames, height, width = latent.shape
-        rows = list(batch_index) if batch_index is not None else list(range(batch))
+        _, channels, frames, height, width = latent.shape
         chains = [
             correlated_noise(frames, (channels, height, width), gamma, generator=generator, frame_dim=1)
             for _ in range(max(rows) + 1)
         ]
         return torch.stack([chains[r] for r in rows]).to(latent.dtype)
-    if latent.ndim < 2:
-        raise ValueError(f"latent must have a batch/frame dimension (got shape {tuple(latent.shape)})")
-    rows = list(batch_index) if batch_index is not None else list(range(latent.shape[0]))
-    if len(rows) != latent.shape[0]:
-        raise ValueError(f"batch_index has {len(rows)} entries for {latent.shape[0]} latent frames")
     chain = correlated_noise(max(rows) + 1, tuple(latent.shape[1:]), gamma, generator=generator)
     return chain[torch.as_tensor(rows, dtype=torch.long)].to(latent.dtype)
+
+
+def _rows(batch_index: Sequence[int] | None, batch: int, what: str) -> list[int]:
+    """Each row's position in the seed's chain (``batch_index``, ComfyUI's LATENT key), checked."""
+    if batch_index is None:
+        return list(range(batch))
+    rows = [int(r) for r in batch_index]
+    if len(rows) != batch:
+        raise ValueError(f"batch_index has {len(rows)} entries for {batch} {what}: give one per row of the latent.")
+    if min(rows) < 0:
+        raise ValueError(f"batch_index holds a negative position ({min(rows)}): positions start at 0.")
+    return rows
 
 
 def authors_noise(num_frames: int, channels: int, height: int, width: int, gamma: float, seed: int) -> torch.Tensor:
