@@ -94,3 +94,16 @@ def test_default_detector_finds_the_astronauts_face_and_none_in_noise():
     crop = image[:, :256, 100:356]
     masks = face_detect.boxes_to_masks(face_detect.haar_faces(torch.cat([crop, crop * 0])), 256, 256)
     assert masks.shape == (2, 256, 256) and masks[0].sum() > 0 and masks[1].sum() == 0
+
+
+def test_largest_face_is_kept_whatever_the_detector_order():
+    """YOLO lists faces by confidence: a small confident face first must not win over the large one."""
+    small, large, wide = Box(0, 10, 0, 10), Box(20, 60, 20, 60), Box(0, 30, 40, 100)
+    assert face_detect.largest_box([small, large, wide]) == wide  # 30 x 60 beats 40 x 40
+    assert face_detect.largest_box([small, large]) == large and face_detect.largest_box([]) is None
+    masks = face_detect.boxes_to_masks([[small, large], [], [large, small]], 64, 64, largest_only=True)
+    expected = torch.zeros(64, 64)
+    expected[20:60, 20:60] = 1
+    assert torch.equal(masks[0], expected) and torch.equal(masks[2], expected) and masks[1].sum() == 0
+    both = face_detect.boxes_to_masks([[small, large]], 64, 64)
+    assert both[0, :10, :10].min() == 1 and both[0].sum() == 100 + 1600

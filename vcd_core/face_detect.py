@@ -12,7 +12,7 @@ import torch
 
 from .geometry import Box
 
-__all__ = ["haar_faces", "yolo_faces", "boxes_to_masks"]
+__all__ = ["haar_faces", "yolo_faces", "largest_box", "boxes_to_masks"]
 
 
 def _cv2():
@@ -43,7 +43,8 @@ def haar_faces(images: torch.Tensor, min_size_fraction: float = 0.05) -> list[li
 
 
 def yolo_faces(images: torch.Tensor, model_path: str, confidence: float = 0.35) -> list[list[Box]]:
-    """Faces from an Ultralytics YOLO face model (e.g. ``face_yolov8m.pt`` in ``models/ultralytics/bbox``)."""
+    """Faces from an Ultralytics YOLO face model (e.g. ``face_yolov8m.pt`` in ``models/ultralytics/bbox``),
+    in the model's order (most confident first); ``largest_box`` picks by size."""
     try:
         from ultralytics import YOLO
     except ImportError as exc:
@@ -58,10 +59,15 @@ def yolo_faces(images: torch.Tensor, model_path: str, confidence: float = 0.35) 
     return found
 
 
+def largest_box(boxes: list[Box]) -> Box | None:
+    """The box of largest area (the first of equals), whatever order the detector listed them in; None if none."""
+    return max(boxes, key=lambda b: b.height * b.width, default=None)
+
+
 def boxes_to_masks(boxes: list[list[Box]], height: int, width: int, largest_only: bool = False) -> torch.Tensor:
-    """``[F, H, W]`` masks, 1 inside the (largest, or every) box of each frame."""
+    """``[F, H, W]`` masks, 1 inside the largest (``largest_only``) or every box of each frame."""
     masks = torch.zeros((len(boxes), height, width))
     for i, frame_boxes in enumerate(boxes):
-        for box in frame_boxes[:1] if largest_only else frame_boxes:
+        for box in ([largest_box(frame_boxes)] if largest_only and frame_boxes else frame_boxes):
             masks[i, box.y0:box.y1, box.x0:box.x1] = 1.0
     return masks
