@@ -171,7 +171,9 @@ class ComfyHost:
 
     def run(self, graph: dict, timeout: float = 600.0) -> RunResult:
         """Queue an API-format graph and wait for its history entry (or its validation errors)."""
-        response = requests.post(f"{self.url}/prompt", json={"prompt": graph, "client_id": uuid.uuid4().hex}, timeout=60)
+        # json.dumps, not requests' json=: it refuses NaN, and bad-input tests send NaN as the frontend can.
+        body = json.dumps({"prompt": graph, "client_id": uuid.uuid4().hex})
+        response = requests.post(f"{self.url}/prompt", data=body, headers={"Content-Type": "application/json"}, timeout=60)
         body = response.json()
         result = RunResult(response.status_code, body)
         if response.status_code != 200:

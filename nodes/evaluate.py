@@ -8,6 +8,7 @@ import json
 import torch
 from comfy_api.latest import io, ui
 
+from .inputs import checked
 from ..vcd_core import encoders, metrics
 from .charts import BLUE, ORANGE, line_chart
 from .model_folders import file_path, hf_folder_path, hf_folders, register
@@ -72,6 +73,7 @@ class VCDEvaluate(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, image: torch.Tensor, references: torch.Tensor, prompt: str, dino_model: str, clip_model: str,
                 face_model: str = NO_FACE_MODEL) -> io.NodeOutput:
         dino = cached_dino(hf_folder_path(FOLDER, dino_model, "dino_model"))

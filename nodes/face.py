@@ -7,6 +7,7 @@ import logging
 import torch
 from comfy_api.latest import io
 
+from .inputs import checked
 from ..vcd_core import face, face_detect
 from .model_folders import file_path, register
 from .sampling import SamplingSettings, denoise_clip, sampler_inputs
@@ -65,6 +66,7 @@ class VCDFaceDetect(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, image: torch.Tensor, detector: str) -> io.NodeOutput:
         masks = detect_masks(image, detector)
         edge = masks - (-torch.nn.functional.max_pool2d(-masks[:, None], 5, 1, 2))[:, 0]
@@ -113,12 +115,11 @@ class VCDFaceRefine(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, model, positive, negative, vae, image: torch.Tensor, crop_factor: float, guide_size: int,
                 max_size: int, denoise: float, steps: int, cfg: float, sampler_name: str, scheduler: str, seed: int,
                 gamma: float, feather: int, crop_mode: str, detector: str, mask: torch.Tensor | None = None) -> io.NodeOutput:
         settings = SamplingSettings(seed, steps, cfg, sampler_name, scheduler, denoise, gamma)
-        if crop_mode not in CROP_MODES:
-            raise ValueError(f"crop_mode must be one of {CROP_MODES} (got {crop_mode!r}).")
         masks = check_masks(mask, image) if mask is not None else detect_masks(image, detector)
         if crop_mode == "union":
             window = face.union_window(masks, crop_factor)

@@ -16,6 +16,7 @@ import os
 import torch
 from comfy_api.latest import io, ui
 
+from .inputs import checked
 from .. import vcd_core
 from ..vcd_core import embedding_io, identity
 from ..vcd_core.text_encoder import IDENTITY as MARKER
@@ -194,6 +195,7 @@ class VCDTrainIdentity(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, model, clip, vae, images: torch.Tensor, name: str, class_word: str, tokens: int, steps: int,
                 learning_rate: float, batch_size: int, seed: int, augment: bool, overwrite: bool,
                 masks: torch.Tensor | None = None, resolution: int = 512,
@@ -295,6 +297,7 @@ class VCDLoadIdentity(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, embedding: str, class_word: str, clip=None) -> io.NodeOutput:
         import folder_paths
 
@@ -332,6 +335,7 @@ class VCDIdentityEncode(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, clip, identity: embedding_io.Embedding, text: str) -> io.NodeOutput:
         import comfy.model_management
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from .inputs import checked
 from ..vcd_core import noise_prior
 
 GAMMA_TOOLTIP = (
@@ -59,6 +60,7 @@ class VCD3DGaussianNoise(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, noise_seed: int, gamma: float) -> io.NodeOutput:
         return io.NodeOutput(VCDNoise(noise_seed, gamma))
 
@@ -96,11 +98,8 @@ class VCD3DGaussianNoiseLatent(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, width: int, height: int, frames: int, seed: int, gamma: float, mode: str) -> io.NodeOutput:
-        if frames < 1:
-            raise ValueError(f"frames must be at least 1 (got {frames}).")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES} (got {mode!r}).")
         shape = (4, height // 8, width // 8)
         if mode == "authors":
             samples = noise_prior.authors_noise(frames, *shape, gamma=gamma, seed=seed)

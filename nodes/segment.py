@@ -8,6 +8,7 @@ import logging
 import torch
 from comfy_api.latest import io, ui
 
+from .inputs import checked
 from ..vcd_core import segment
 from .model_folders import file_path, hf_folder_path, hf_folders, register
 
@@ -68,6 +69,7 @@ class VCDPromptSegment(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, image: torch.Tensor, prompt: str, grounding_dino_model: str, sam_model: str, box_threshold: float,
                 text_threshold: float, box_mode: str, if_none: str) -> io.NodeOutput:
         import comfy.model_management

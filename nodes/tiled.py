@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from .inputs import checked
 from ..vcd_core import tiling
 from .sampling import SamplingSettings, denoise_clip, sampler_inputs
 
@@ -79,6 +80,7 @@ class VCDTiledRefine(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, model, positive, negative, vae, image: torch.Tensor, tile_size: int, overlap: int,
                 denoise: float, steps: int, cfg: float, sampler_name: str, scheduler: str, seed: int,
                 gamma: float, tile_batch: int) -> io.NodeOutput:
