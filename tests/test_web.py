@@ -47,6 +47,14 @@ def test_paper_gamma_reads_as_a_small_share():
     assert "share 10%" in chart["text"] and "3 frames apart" in chart["text"]
 
 
+@pytest.mark.parametrize("gamma, frames", [(0.93, 64), (0.95, 90), (0.99, 459), (0.999, 4603)])
+def test_reach_is_counted_for_gamma_near_one(gamma, frames):
+    """The first distance where gamma^k < 1%, however far: never the -1 of a search that gave up."""
+    text = run_chart(gamma)["text"]
+    assert f"under 1% from {frames} frames apart" in text, text
+    assert gamma ** frames < 0.01 <= gamma ** (frames - 1)
+
+
 def test_server_serves_the_extension(host):
     for name in ("vcd.js", "gamma_chart.js"):
         response = requests.get(f"{host.url}/extensions/vcd/{name}", timeout=10)

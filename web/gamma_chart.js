@@ -6,13 +6,19 @@ export function correlations(gamma, frames = 16) {
   return Array.from({ length: frames }, (_, k) => Math.pow(gamma, k));
 }
 
+/** The smallest frame distance k with gamma^k under 1%, for 0 < gamma < 1 (however close to 1). */
+export function reach(gamma) {
+  let k = Math.max(1, Math.floor(Math.log(0.01) / Math.log(gamma))); // never past the answer
+  while (Math.pow(gamma, k) >= 0.01) k += 1; // one or two steps
+  return k;
+}
+
 /** One line an artist can read: what gamma does to neighbouring frames. */
 export function describe(gamma) {
   if (gamma <= 0) return "gamma 0: every frame starts from its own noise (i.i.d.)";
   if (gamma >= 1) return "gamma 1: every frame starts from the same noise (a still image)";
-  const reach = correlations(gamma, 64).findIndex((c) => c < 0.01);
   return `neighbours share ${Math.round(gamma * 100)}% of their noise; ` +
-    `under 1% from ${reach} frames apart`;
+    `under 1% from ${reach(gamma)} frames apart`;
 }
 
 /** Bars of gamma^k for k = 0..frames-1 inside the box (x, y, width, height), then the caption. */
