@@ -1,5 +1,7 @@
 """Identity embedding files: the authors' and A1111 files load; ours round-trip, atomically and safely."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -40,9 +42,55 @@ def test_names_cannot_escape_the_folder(tmp_path, name):
     assert not (tmp_path / "inner").exists() and not (tmp_path / "evil.safetensors").exists()
 
 
-def test_failed_write_leaves_no_file(tmp_path):
-    with pytest.raises(Exception):
-        embedding_io.write_embedding(tmp_path, "ann", Embedding("not a tensor"))  # type: ignore[arg-type]
+def racing_save(monkeypatch, write_other):
+    """save_file that, once the temp file is written, lets ``write_other`` act as another process would."""
+    real = embedding_io.save_file
+
+    def save(tensors, path, metadata=None):
+        real(tensors, path, metadata=metadata)
+        write_other()
+
+    monkeypatch.setattr(embedding_io, "save_file", save)
+
+
+def test_a_file_created_after_the_exists_check_is_never_overwritten(tmp_path, monkeypatch):
+    target = tmp_path / "ann.safetensors"
+    racing_save(monkeypatch, lambda: target.write_bytes(b"someone else's file"))
+    with pytest.raises(FileExistsError, match="ann.safetensors.*overwrite"):
+        embedding_io.write_embedding(tmp_path, "ann", Embedding(torch.zeros(4, 768)))
+    assert target.read_bytes() == b"someone else's file" and [p.name for p in tmp_path.iterdir()] == ["ann.safetensors"]
+
+
+def test_overwrite_replaces_a_file_created_meanwhile(tmp_path, monkeypatch):
+    target = tmp_path / "ann.safetensors"
+    racing_save(monkeypatch, lambda: target.write_bytes(b"older"))
+    embedding_io.write_embedding(tmp_path, "ann", Embedding(torch.ones(4, 768)), overwrite=True)
+    assert embedding_io.read_embedding(target).vectors.sum() == 4 * 768 and len(list(tmp_path.iterdir())) == 1
+
+
+def test_without_hard_links_the_name_is_still_claimed_exclusively(tmp_path, monkeypatch):
+    """A filesystem without hard links (FAT, some network shares): same guarantees through O_EXCL."""
+    def no_links(source, destination):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(embedding_io.os, "link", no_links)
+    path = embedding_io.write_embedding(tmp_path, "ann", Embedding(torch.ones(4, 768)))
+    assert embedding_io.read_embedding(path).vectors.sum() == 4 * 768 and len(list(tmp_path.iterdir())) == 1
+    target = tmp_path / "bob.safetensors"
+    racing_save(monkeypatch, lambda: target.write_bytes(b"someone else's file"))
+    with pytest.raises(FileExistsError, match="bob.safetensors"):
+        embedding_io.write_embedding(tmp_path, "bob", Embedding(torch.zeros(4, 768)))
+    assert target.read_bytes() == b"someone else's file" and len(list(tmp_path.iterdir())) == 2
+
+
+def test_interrupt_mid_write_leaves_no_half_file(tmp_path, monkeypatch):
+    def half_then_interrupt(tensors, path, metadata=None):
+        Path(path).write_bytes(b"\x00" * 100)  # half a file on disk when the interrupt lands
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embedding_io, "save_file", half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        embedding_io.write_embedding(tmp_path, "ann", Embedding(torch.zeros(4, 768)))
     assert list(tmp_path.iterdir()) == []
 
 
