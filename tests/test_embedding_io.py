@@ -35,7 +35,7 @@ def test_existing_file_is_kept_unless_overwrite(tmp_path):
     assert embedding_io.read_embedding(tmp_path / "ann.safetensors").vectors.sum() == 4 * 768
 
 
-@pytest.mark.parametrize("name", ["../evil", "a/b", "a\\b", "..", "", ".hidden", "x" * 65])
+@pytest.mark.parametrize("name", ["../evil", "a/b", "a\\b", "..", "", ".hidden", "x" * 65, "ann\n", "ann\r\n", "a\nb"])
 def test_names_cannot_escape_the_folder(tmp_path, name):
     with pytest.raises(ValueError, match="not allowed"):
         embedding_io.write_embedding(tmp_path / "inner", name, Embedding(torch.zeros(4, 768)))

@@ -248,6 +248,7 @@ def test_interrupt_mid_training_leaves_no_file(inproc, embeddings_dir, photos, m
     ("mask size", dict(masks=torch.ones(3, 64, 64)), "size"),
     ("dot-dot name", dict(name="../evil"), "not allowed"),
     ("path name", dict(name="sub/evil"), "not allowed"),
+    ("newline name", dict(name="astro\n"), "not allowed"),
     ("steps 0", dict(steps=0), "steps"),
     ("all masks empty", dict(masks=torch.zeros(3, 512, 512)), "every mask is empty"),
 ])

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 __all__ = ["Embedding", "check_name", "fingerprint", "read_embedding", "write_embedding"]
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # whole name (fullmatch: no '$' newline hole)
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Embedding:
 
 def check_name(name: str) -> str:
     """An embedding name that is a plain file stem: letters, digits, ``_ . -``; no paths, no ``..``."""
-    if not NAME_PATTERN.match(name) or ".." in name:
+    if not NAME_PATTERN.fullmatch(name) or ".." in name:
         raise ValueError(
             f"name {name!r} is not allowed: use 1-64 letters, digits, '_', '-' or '.', starting with a letter "
             "or digit, with no path separators or '..'."
