@@ -54,3 +54,9 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is not beside this clone")
     return SHARED
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under mutmut (scripts/mutate.sh) run only in-process tests: a server process cannot load mutants."""
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        items[:] = [item for item in items if "host" not in getattr(item, "fixturenames", ())]
