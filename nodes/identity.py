@@ -143,6 +143,21 @@ def target_folder() -> str:
     return os.path.join(folder_paths.get_folder_paths("embeddings")[0], SUBFOLDER)
 
 
+def check_name_free(name: str, overwrite: bool) -> None:
+    """Refuse a name that ``embedding:NAME`` would also resolve to another file: ComfyUI searches every folder under
+    models/embeddings in an order that changes between starts. Our own vcd/NAME file may go with ``overwrite``."""
+    import folder_paths
+
+    own = os.path.join(target_folder(), f"{name}.safetensors")
+    for path in embedding_io.files_answering(folder_paths.get_folder_paths("embeddings"), name):
+        if not (os.path.exists(own) and os.path.samefile(path, own)):
+            raise FileExistsError(f"name: {path} already answers to embedding:{name} (ComfyUI searches every folder "
+                                  "under models/embeddings, in an order that changes between starts); pick another name.")
+        if not overwrite:
+            raise FileExistsError(f"name: models/embeddings/{SUBFOLDER}/{name}.safetensors exists; pick another name "
+                                  "or turn overwrite on.")
+
+
 def base_fingerprint(model, clip) -> str:
     """A short hash of the base checkpoint (UNet input conv + CLIP token table), to tell bases apart."""
     unet = model.model.diffusion_model.state_dict()
@@ -205,9 +220,7 @@ class VCDTrainIdentity(io.ComfyNode):
 
         embedding_io.check_name(name)
         folder = target_folder()
-        if os.path.exists(os.path.join(folder, f"{name}.safetensors")) and not overwrite:
-            raise FileExistsError(f"name: models/embeddings/{SUBFOLDER}/{name}.safetensors exists; pick another name "
-                                  "or turn overwrite on.")
+        check_name_free(name, overwrite)
         if images.shape[0] == 0:
             raise ValueError("images: no reference photos; give at least one.")
         if clip_width(clip) != SD15_WIDTH:
@@ -248,6 +261,7 @@ class VCDTrainIdentity(io.ComfyNode):
             "prompt": snippet(name, class_word),
         }
         embedding = embedding_io.Embedding(result.vectors, metadata)
+        check_name_free(name, overwrite)  # again: a file may have appeared while training
         path = embedding_io.write_embedding(folder, name, embedding, overwrite=overwrite)
         log.info("VCD Train Identity: wrote %s (final loss %.4f)", path, result.losses[-1])
         curve = loss_curve(result.losses)

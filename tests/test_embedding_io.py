@@ -103,3 +103,16 @@ def test_core_clip_text_encode_reads_our_file(inproc, tmp_path):
     assert sum(1 for t in tokens["l"][0] if not isinstance(t[0], int)) == 4  # four embedding vectors injected
     with_id = clip.encode_from_tokens(tokens)
     assert not torch.allclose(plain, with_id)
+
+
+def test_files_answering_a_name_are_found_at_any_depth_and_extension(tmp_path):
+    """What ComfyUI's embedding:NAME could load: NAME, NAME.safetensors/.pt/.bin in any folder under any root."""
+    first, second = tmp_path / "embeddings", tmp_path / "extra"
+    clashes = [first / "mona.pt", first / "a" / "b" / "mona.bin", first / "vcd" / "mona.safetensors", first / "bare" / "mona",
+               second / "Mona.safetensors"]
+    for path in clashes + [first / "monalisa.pt", first / "mona.txt", first / "mona.pt.old", second / "x" / "amona.bin"]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    assert embedding_io.files_answering([first, second], "mona") == sorted(clashes)
+    assert embedding_io.files_answering([first, second], "monalisa") == [first / "monalisa.pt"]
+    assert embedding_io.files_answering([first, tmp_path / "missing"], "ann") == []

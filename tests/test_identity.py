@@ -295,6 +295,42 @@ def test_existing_name_needs_overwrite(inproc, embeddings_dir, photos):
     assert path.read_bytes() != first and sorted(p.name for p in path.parent.iterdir()) == ["taken.safetensors"]
 
 
+@pytest.mark.parametrize("other", ["mona.pt", "authors/deep/mona.bin", "mona", "Mona.safetensors", "vcd/old/mona.safetensors"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_name_another_file_answers_to_is_refused(inproc, embeddings_dir, photos, other, overwrite):
+    """ComfyUI resolves embedding:NAME in every folder under models/embeddings, in an order that changes between
+    starts: with the authors' mona.pt there, our vcd/mona would load only sometimes. Refused, naming the file."""
+    path = embeddings_dir / other
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"the authors' file")
+    with pytest.raises(FileExistsError, match=f"name: .*{other}.* embedding:mona"):
+        train(inproc, inproc.tiny.tiny_clip(0), photos, steps=1, name="mona", overwrite=overwrite)
+    assert [p for p in embeddings_dir.rglob("*") if p.is_file()] == [path] and path.read_bytes() == b"the authors' file"
+
+
+def test_a_clash_in_another_embeddings_folder_is_refused(inproc, embeddings_dir, photos, tmp_path, monkeypatch):
+    import folder_paths
+
+    extra = tmp_path / "extra_embeddings"
+    (extra / "sd15").mkdir(parents=True)
+    (extra / "sd15" / "ann.pt").write_bytes(b"")
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "embeddings",
+                        ([str(embeddings_dir), str(extra)], folder_paths.supported_pt_extensions))
+    with pytest.raises(FileExistsError, match="sd15/ann.pt"):
+        train(inproc, inproc.tiny.tiny_clip(0), photos, steps=1, name="ann")
+    (embeddings_dir / "annie.pt").write_bytes(b"")  # a longer name is no clash
+    assert train(inproc, inproc.tiny.tiny_clip(0), photos, steps=1, name="ann2").result[0] == "embedding:ann2 woman"
+
+
+def test_a_clash_that_appears_while_training_is_refused_before_writing(inproc, embeddings_dir, photos, monkeypatch):
+    import comfy.utils
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda *a, **k: (embeddings_dir / "late.pt").write_bytes(b""))
+    with pytest.raises(FileExistsError, match="late.pt"):
+        train(inproc, inproc.tiny.tiny_clip(0), photos, steps=2, name="late")
+    assert not (embeddings_dir / "vcd" / "late.safetensors").exists()
+
+
 def load(inproc, embedding, class_word="", clip=None):
     with torch.inference_mode():
         return inproc.pack.nodes.identity.VCDLoadIdentity.execute(embedding, class_word, clip)

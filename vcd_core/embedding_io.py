@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-__all__ = ["Embedding", "check_name", "fingerprint", "read_embedding", "write_embedding"]
+__all__ = ["Embedding", "check_name", "files_answering", "fingerprint", "read_embedding", "write_embedding"]
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # whole name (fullmatch: no '$' newline hole)
 
@@ -50,6 +51,18 @@ def check_name(name: str) -> str:
             "or digit, with no path separators or '..'."
         )
     return name
+
+
+LOADER_SUFFIXES = ("", ".safetensors", ".pt", ".bin")  # what ComfyUI's embedding:NAME tries (comfy/sd1_clip.py load_embed)
+
+
+def files_answering(roots: Iterable[str | os.PathLike], name: str) -> list[Path]:
+    """Every file ``embedding:NAME`` could load: NAME plus a loader suffix in any folder under ``roots`` (links
+    followed, as ComfyUI searches), compared case-insensitively as on Windows and macOS disks."""
+    wanted = {(name + suffix).casefold() for suffix in LOADER_SUFFIXES}
+    found = {Path(folder, file) for root in roots for folder, _, files in os.walk(root, followlinks=True)
+             for file in files if file.casefold() in wanted}
+    return sorted(found)
 
 
 def fingerprint(*tensors: torch.Tensor) -> str:
