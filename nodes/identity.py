@@ -192,7 +192,7 @@ class VCDTrainIdentity(io.ComfyNode):
                 io.Int.Input("steps", default=200, min=1, max=10000),
                 io.Float.Input("learning_rate", default=1e-3, min=1e-6, max=1.0, step=1e-4, round=1e-6),
                 io.Int.Input("batch_size", default=4, min=1, max=64),
-                io.Int.Input("seed", default=0, min=0, max=SEED_MAX),
+                io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True),
                 io.Boolean.Input("augment", default=True, tooltip="Flip, small rotation, zoom in/out with caption prefixes."),
                 io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing file of the same name."),
                 io.Int.Input("resolution", default=512, min=64, max=2048, step=64,
