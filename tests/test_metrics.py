@@ -37,6 +37,27 @@ def test_hand_computed_consistency_and_motion():
     assert metrics.motion_amplitude(frames) == pytest.approx(0.25)
 
 
+def test_one_frame_has_no_consistency_or_motion_and_zero_frames_are_an_error():
+    """A single frame has no pair: undefined (None), never a perfect 1.0 that would inflate a mean."""
+    assert metrics.temporal_consistency(torch.ones(1, 8)) is None and metrics.per_pair_consistency(torch.ones(1, 8)).numel() == 0
+    assert metrics.motion_amplitude(torch.rand(1, 4, 4, 3)) is None
+    for empty in (metrics.temporal_consistency, metrics.per_pair_consistency):
+        with pytest.raises(ValueError, match="no frames"):
+            empty(torch.zeros(0, 8))
+    with pytest.raises(ValueError, match="no frames"):
+        metrics.motion_amplitude(torch.zeros(0, 4, 4, 3))
+
+
+def test_motion_amplitude_ignores_an_alpha_channel():
+    frames = torch.zeros(3, 2, 2, 4)
+    frames[1:, ..., :3] = 0.5
+    frames[..., 3] = torch.tensor([1.0, 0.0, 1.0]).view(3, 1, 1)  # alpha flickers: no motion in it
+    assert metrics.motion_amplitude(frames) == pytest.approx(0.25)
+    gray = torch.zeros(3, 2, 2, 1)
+    gray[1:] = 0.5
+    assert metrics.motion_amplitude(gray) == pytest.approx(0.25)
+
+
 def test_face_score_hand_values():
     faces = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     assert metrics.face_score(faces, faces[:1]) == pytest.approx(0.5)  # one equal pair (1), one orthogonal (0)
@@ -120,8 +141,9 @@ def test_evaluate_command_scores_a_folder(tiny_models, tmp_path, capsys):
     rows = []
     for setting, shift in (("gamma0", 40), ("gamma0.1", 0)):
         frames = [Image.new("RGB", (32, 32), (100 + shift * (i % 2), 100, 100)) for i in range(4)]
-        frames[0].save(videos / f"{setting}.webp", save_all=True, append_images=frames[1:], lossless=True)
-        rows.append({"video": f"videos/{setting}.webp", "subject": "ann", "prompt": "a photo of ann", "seed": 0, "setting": setting})
+        # APNG: animated WEBP and GIF merge identical frames, so the still clip would read back as one frame
+        frames[0].save(videos / f"{setting}.png", save_all=True, append_images=frames[1:])
+        rows.append({"video": f"videos/{setting}.png", "subject": "ann", "prompt": "a photo of ann", "seed": 0, "setting": setting})
     manifest = tmp_path / "runs.csv"
     with manifest.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -139,6 +161,32 @@ def test_evaluate_command_scores_a_folder(tiny_models, tmp_path, capsys):
                           "--dino", str(tiny_models[0]), "--clip", str(tiny_models[1]), "--out", str(tmp_path / "faces")]) == 0
     with_faces = json.loads((tmp_path / "faces" / "summary.json").read_text())
     assert with_faces["gamma0"]["face_frames"] == 0 and with_faces["gamma0"]["face_similarity"] is None  # flat colours
+
+
+def test_one_frame_videos_are_left_out_of_the_consistency_mean(tiny_models, tmp_path):
+    """The summary averages consistency and motion over videos that have a frame pair; a still is not 1.0."""
+    (tmp_path / "refs" / "ann").mkdir(parents=True)
+    Image.new("RGB", (40, 40), (200, 120, 90)).save(tmp_path / "refs" / "ann" / "a.png")
+    frames = [Image.new("RGB", (32, 32), (100 + 40 * (i % 2), 100, 100)) for i in range(3)]
+    frames[0].save(tmp_path / "moving.webp", save_all=True, append_images=frames[1:], lossless=True)
+    frames[0].save(tmp_path / "still.webp", lossless=True)
+    (tmp_path / "runs.csv").write_text("video,subject,prompt\nmoving.webp,ann,a photo\nstill.webp,ann,a photo\n")
+    assert evaluate.main(["--manifest", str(tmp_path / "runs.csv"), "--references", str(tmp_path / "refs"),
+                          "--dino", str(tiny_models[0]), "--clip", str(tiny_models[1]), "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["default"]
+    assert rows[1]["temporal_consistency"] == "" and rows[1]["motion"] == ""
+    assert summary["temporal_consistency"] == pytest.approx(float(rows[0]["temporal_consistency"]))
+    assert summary["motion"] == pytest.approx(40 / 255 / 3) and summary["videos"] == 2
+
+
+def test_score_video_of_no_frames_names_the_input(tiny_models):
+    dino = encoders.load_dino(tiny_models[0])
+    clip_image, clip_text = encoders.load_clip(tiny_models[1])
+    with pytest.raises(ValueError, match="image: .*no frames"):
+        metrics.score_video(torch.zeros(0, 32, 32, 3), torch.rand(1, 32, 32, 3), "a man", dino, clip_image, clip_text)
+    one = metrics.score_video(torch.rand(1, 32, 32, 3), torch.rand(1, 32, 32, 3), "a man", dino, clip_image, clip_text)
+    assert one["temporal_consistency"] is None and one["motion"] is None and one["per_pair_consistency"] == []
 
 
 def test_mixed_frame_sizes_are_rejected():

@@ -3,8 +3,10 @@
 - DINO and CLIP-I: mean cosine of every frame's image feature with every reference image's.
 - CLIP-T: mean cosine of every frame's CLIP image feature with the prompt's CLIP text feature.
 - Temporal consistency ("CLIP-I Temp Consist"): mean cosine of consecutive frames' CLIP image features.
-- Motion amplitude: mean absolute difference of consecutive frames (0..1 pixels), reported beside
-  temporal consistency because a still video scores a perfect consistency.
+- Motion amplitude: mean absolute difference of consecutive frames (0..1 pixels, colour channels
+  only), reported beside temporal consistency because a still video scores a perfect consistency.
+- Both need a frame pair: for a 1-frame video they are None (undefined), which means over many
+  videos skip, so a single image never counts as perfectly consistent. No frames at all is an error.
 - Face similarity (optional, not in the paper): mean ArcFace cosine of frame faces vs reference faces.
 Raw cosines, as in the paper. The paper names no backbones; this pack uses DINO ViT-S/16 and CLIP
 ViT-B/32 by default (``vcd_core.encoders``). Features are ``[N, D]`` tensors; frames ``[F, H, W, C]``.
@@ -47,23 +49,31 @@ def text_score(frame_features: torch.Tensor, text_features: torch.Tensor) -> flo
     return float(cosine_matrix(frame_features, text_features).mean())
 
 
+def _check_frames(frames: torch.Tensor) -> None:
+    if frames.shape[0] == 0:
+        raise ValueError("image: the video has no frames; give at least one.")
+
+
 def per_pair_consistency(frame_features: torch.Tensor) -> torch.Tensor:
-    """Cosine of each frame with the next: ``[F - 1]``."""
+    """Cosine of each frame with the next: ``[F - 1]`` (empty for one frame)."""
+    _check_frames(frame_features)
     return F.cosine_similarity(frame_features[:-1].double(), frame_features[1:].double(), dim=-1)
 
 
-def temporal_consistency(frame_features: torch.Tensor) -> float:
-    """CLIP-I temporal consistency: mean cosine of consecutive frames (1.0 for a single frame)."""
-    if frame_features.shape[0] < 2:
-        return 1.0
-    return float(per_pair_consistency(frame_features).mean())
+def temporal_consistency(frame_features: torch.Tensor) -> float | None:
+    """CLIP-I temporal consistency: mean cosine of consecutive frames; None (undefined) for a single frame."""
+    pairs = per_pair_consistency(frame_features)
+    return float(pairs.mean()) if pairs.numel() else None
 
 
-def motion_amplitude(frames: torch.Tensor) -> float:
-    """Mean absolute difference of consecutive frames, in 0..1 pixel units (0 for a still video)."""
+def motion_amplitude(frames: torch.Tensor) -> float | None:
+    """Mean absolute difference of consecutive frames' colour channels (alpha ignored), in 0..1 pixel units
+    (0 for a still video); None (undefined) for a single frame."""
+    _check_frames(frames)
     if frames.shape[0] < 2:
-        return 0.0
-    return float((frames[1:].double() - frames[:-1].double()).abs().mean())
+        return None
+    colour = frames[..., :3].double()
+    return float((colour[1:] - colour[:-1]).abs().mean())
 
 
 def face_score(frame_features: torch.Tensor, reference_features: torch.Tensor) -> float | None:
@@ -84,6 +94,7 @@ def score_video(
 ) -> dict:
     """All metrics for one video: the paper's four numbers, motion, per-frame curves for a chart, and
     with a ``face`` encoder (ArcFace, optional) the face similarity and how many frames had a face."""
+    _check_frames(frames)
     if references.shape[0] == 0:
         raise ValueError("references: give at least one reference image of the identity.")
     if not prompt.strip():
@@ -102,6 +113,6 @@ def score_video(
         "motion": motion_amplitude(frames),
         "frames": int(frames.shape[0]),
         "per_frame_dino": per_frame_identity(dino_frames, dino_refs).tolist(),
-        "per_pair_consistency": per_pair_consistency(clip_frames).tolist() if frames.shape[0] > 1 else [],
+        "per_pair_consistency": per_pair_consistency(clip_frames).tolist(),
         **faces,
     }
