@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import tempfile
 from collections.abc import Iterable
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 __all__ = ["Embedding", "check_name", "files_answering", "fingerprint", "read_embedding", "write_embedding"]
@@ -74,17 +75,33 @@ def fingerprint(*tensors: torch.Tensor) -> str:
 
 
 def read_embedding(path: str | os.PathLike) -> Embedding:
-    """Read a safetensors (``emb_params``/``clip_l``/first key) or A1111/authors' ``.pt`` embedding."""
+    """Read a safetensors (``emb_params``/``clip_l``/first key) or A1111/authors' ``.pt`` embedding.
+
+    A broken, empty or unsafe file, or one whose vectors are empty or not finite, is a ValueError
+    naming the file and what to do, never a loader's own message.
+    """
     path = Path(path)
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-            if not keys:
-                raise ValueError(f"{path.name}: the file holds no tensor")
-            key = next((k for k in ("emb_params", "clip_l") if k in keys), keys[0])
-            vectors, metadata = f.get_tensor(key), dict(f.metadata() or {})
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                keys = list(f.keys())
+                if not keys:
+                    raise ValueError(f"{path.name}: the file holds no tensor")
+                key = next((k for k in ("emb_params", "clip_l") if k in keys), keys[0])
+                vectors, metadata = f.get_tensor(key), dict(f.metadata() or {})
+        except (OSError, SafetensorError) as error:
+            raise ValueError(f"{path.name}: not a readable .safetensors file ({error}); copy it again or train it "
+                             "again.") from None
     elif path.suffix in (".pt", ".bin"):
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            data = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise ValueError(f"{path.name}: this pickle holds more than tensors, so it is not loaded (it could run "
+                             "code). Use the .safetensors version of the embedding, or one from a source you "
+                             "trust converted to .safetensors.") from None
+        except Exception as error:  # torch raises many kinds for a file that is not its format (KeyError, EOFError...)
+            raise ValueError(f"{path.name}: not a readable .pt embedding ({type(error).__name__}: {error}); "
+                             "copy it again.") from None
         if isinstance(data, dict) and "string_to_param" in data:
             vectors = next(iter(data["string_to_param"].values()))
             metadata = {k: str(data[k]) for k in ("name", "step", "sd_checkpoint_name") if data.get(k) is not None}
@@ -94,7 +111,12 @@ def read_embedding(path: str | os.PathLike) -> Embedding:
             raise ValueError(f"{path.name}: not an embedding file (no 'string_to_param' entry)")
     else:
         raise ValueError(f"{path.name}: embeddings are .safetensors or .pt files")
+    if not isinstance(vectors, torch.Tensor) or vectors.ndim == 0 or vectors.numel() == 0:
+        raise ValueError(f"{path.name}: the embedding holds no vectors (0 tokens); train it again.")
     vectors = vectors.detach().float().reshape(-1, vectors.shape[-1])
+    if not torch.isfinite(vectors).all():
+        raise ValueError(f"{path.name}: the embedding's vectors are not finite (NaN or inf: a diverged training "
+                         "run); train it again with a lower learning rate.")
     return Embedding(vectors, metadata)
 
 
