@@ -1,6 +1,6 @@
 """Tiny seeded models saved the way users have the real ones, for tests and the demo.
 
-DINO (ViT) and CLIP as Hugging Face folders (like dino-vits16 / clip-vit-base-patch32; the CLIP
+DINO (ViT or DINOv2) and CLIP as Hugging Face folders (like dino-vits16 / clip-vit-base-patch32; the CLIP
 tokenizer files are the real CLIP-L vocabulary that ComfyUI ships in comfy/sd1_tokenizer),
 GroundingDINO as a Hugging Face folder with a tiny BERT vocabulary, and SAM as an original
 ``.pth`` checkpoint. Same classes and layouts as the real models, random weights.
@@ -21,6 +21,15 @@ def save_tiny_dino(folder: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     ViTModel(ViTConfig(image_size=32, patch_size=8, **SMALL), add_pooling_layer=False).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_dinov2(folder: Path, seed: int = 0) -> Path:
+    """A DINOv2 (like facebook/dinov2-small) as a Hugging Face folder: no pooling layer, layer-scaled blocks."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    Dinov2Model(Dinov2Config(image_size=32, patch_size=8, mlp_ratio=2, **SMALL)).save_pretrained(folder)
     return folder
 
 

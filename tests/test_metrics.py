@@ -117,6 +117,26 @@ def test_tiny_encoders_score_a_video(tiny_models):
     assert still["dino"] == pytest.approx(1.0) and still["clip_i"] == pytest.approx(1.0)
 
 
+def test_dinov2_folders_load_and_give_the_cls_feature(tmp_path):
+    from transformers import Dinov2Model
+
+    folder = te.save_tiny_dinov2(tmp_path / "dinov2-tiny")
+    frames = torch.rand(3, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    features = encoders.load_dino(folder)(frames)
+    model = Dinov2Model.from_pretrained(str(folder), local_files_only=True).eval()
+    mean, std = torch.tensor(encoders.IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(encoders.IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = model(pixel_values=(frames.movedim(-1, 1) - mean) / std).pooler_output  # the layer-normed CLS token
+    assert features.shape == (3, 32)
+    torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-5)
+    # Like facebook/dinov2-small: the processor crops to 224 although the config says 518.
+    (folder / "preprocessor_config.json").write_text(json.dumps({"crop_size": {"height": 16, "width": 16}}))
+    small = torch.rand(2, 16, 16, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(pixel_values=(small.movedim(-1, 1) - mean) / std).pooler_output
+    torch.testing.assert_close(encoders.load_dino(folder)(small), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_bad_inputs_are_clear(tiny_models, tmp_path):
     dino = encoders.load_dino(tiny_models[0])
     clip_image, clip_text = encoders.load_clip(tiny_models[1])

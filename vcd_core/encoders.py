@@ -3,7 +3,7 @@
 ``load_dino(folder)`` -> images ``[N, H, W, C]`` (0..1) to CLS features; ``load_clip(folder)`` -> an
 image encoder and a text encoder (projected features); ``load_arcface(file)`` (optional, needs
 onnxruntime) -> face features for the images where a face is found. Preprocessing (resize, centre crop, normalise)
-runs in torch with the mean/std of the folder's ``preprocessor_config.json`` when present. Nothing
+runs in torch with the crop size and mean/std of the folder's ``preprocessor_config.json`` when present. Nothing
 is ever downloaded: a missing or wrong folder is a clear error saying what to put there.
 """
 
@@ -42,6 +42,9 @@ def _preprocess(folder: Path, image_size: int, mean, std) -> Callable[[torch.Ten
     if processor.is_file():
         settings = json.loads(processor.read_text())
         mean, std = settings.get("image_mean", mean), settings.get("image_std", std)
+        crop = settings.get("crop_size")  # DINOv2 runs at 224 although its config says 518
+        if crop:
+            image_size = int(crop["height"] if isinstance(crop, dict) else crop)
     mean_t, std_t = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
 
     def run(images: torch.Tensor) -> torch.Tensor:
@@ -66,15 +69,15 @@ def _batched(fn: Callable[[torch.Tensor], torch.Tensor], batch_size: int) -> Cal
 
 
 def load_dino(folder: str | Path, batch_size: int = 16) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A DINO ViT (e.g. dino-vits16) as ``images -> [N, D]`` CLS features."""
-    from transformers import ViTModel
+    """A DINO ViT (e.g. dino-vits16) or a DINOv2 (e.g. dinov2-small) as ``images -> [N, D]`` layer-normed CLS features."""
+    from transformers import Dinov2Model, ViTModel
 
     config = _config(folder, ("vit", "dinov2"), "DINO ViT-S/16")
     if config["model_type"] == "dinov2":
-        from transformers import Dinov2Model as model_class
+        model = Dinov2Model.from_pretrained(str(folder), local_files_only=True)  # it has no pooling layer to leave out
     else:
-        model_class = ViTModel
-    model = model_class.from_pretrained(str(folder), local_files_only=True, add_pooling_layer=False).eval()
+        model = ViTModel.from_pretrained(str(folder), local_files_only=True, add_pooling_layer=False)
+    model.eval()
     preprocess = _preprocess(Path(folder), model.config.image_size, IMAGENET_MEAN, IMAGENET_STD)
     return _batched(lambda x: model(pixel_values=preprocess(x)).last_hidden_state[:, 0], batch_size)
 
