@@ -1,4 +1,4 @@
-"""Shared by the refine nodes: their sampler widgets and one-call sampling of a whole clip.
+"""Shared by the refine nodes: their sampler widgets and one-call sampling of a whole clip (with live previews).
 
 Sampling goes through ``comfy.sample.sample_custom`` (so models load/offload as core does and
 AnimateDiff-Evolved's wrappers run), with sigmas from the MODEL's own (possibly ADE-patched)
@@ -68,14 +68,12 @@ def denoise_clip(model, positive, negative, latent: torch.Tensor, settings: Samp
     import comfy.sample
     import comfy.samplers
     import comfy.utils
+    import latent_preview
 
     sigmas = partial_sigmas(model, settings.scheduler, settings.steps, settings.denoise)
     noise = noise_prior.correlated_noise_like(latent, settings.gamma, settings.seed)
-    progress = comfy.utils.ProgressBar(settings.steps)  # its updates also honour interrupts
-
-    def callback(step: int, _x0, _x, total: int) -> None:
-        progress.update_absolute(step + 1, total)
-
+    # Progress bar and live previews as KSampler shows them (interrupts: core's ops check them per layer call).
+    callback = latent_preview.prepare_callback(model, settings.steps)
     samples = comfy.sample.sample_custom(
         model, noise, settings.cfg, comfy.samplers.sampler_object(settings.sampler_name), sigmas,
         positive, negative, latent, noise_mask=noise_mask, callback=callback,

@@ -183,3 +183,20 @@ def test_load_identity_shows_its_metadata(inproc, tmp_path, monkeypatch):
     for key, value in metadata.items():
         assert f"{key}: {value}" in text
     assert "4 tokens x 768" in text
+
+
+def test_refine_sampling_sends_live_previews(parts, monkeypatch):
+    import comfy.utils
+    import latent_preview
+    from comfy.cli_args import LatentPreviewMethod
+    from vcd.nodes.sampling import SamplingSettings, denoise_clip
+
+    updates = []
+    monkeypatch.setattr(latent_preview.args, "preview_method", LatentPreviewMethod.Latent2RGB)
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None: updates.append(preview))
+    latent = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    settings = SamplingSettings(denoise=0.8, gamma=0.0, **SAMPLING)
+    with torch.inference_mode():
+        denoise_clip(parts["model"], parts["positive"], parts["negative"], latent, settings)
+    assert len(updates) == SAMPLING["steps"] and all(preview is not None for preview in updates)
+
