@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from .inputs import checked
 from ..vcd_core import face, face_detect
@@ -127,8 +127,16 @@ class VCDFaceRefine(io.ComfyNode):
         else:
             windows = face.per_frame_windows(masks, crop_factor)
         if windows is None:
-            log.warning("VCD Face Refine: no face in any frame; returning the frames unchanged.")
-            return io.NodeOutput(image, torch.zeros(image.shape[:3]), image, image)
+            warning = "VCD Face Refine: no face in any frame; returning the frames unchanged."
+            log.warning(warning)
+            return io.NodeOutput(image, torch.zeros(image.shape[:3]), image, image, ui=ui.PreviewText(warning))
+        inside, leaving = face.cut_to_windows(masks, windows)
+        warning = None
+        if leaving:
+            warning = (f"VCD Face Refine: the face reaches outside its crop window in frame(s) {leaving}; only the part "
+                       "inside is refined, blended softly at the window's edge. Raise crop_factor, or use crop_mode "
+                       "'union' for a moving face (a window never exceeds the frame's shorter side).")
+            log.warning(warning)
 
         size = face.crop_size(windows[0].height, guide_size, max_size)
         before = face.crop_clip(image[..., :3], windows, size)
@@ -136,6 +144,6 @@ class VCDFaceRefine(io.ComfyNode):
         noise_mask = face.latent_noise_mask(masks, windows, latent.shape[-1])
         samples = denoise_clip(model, positive, negative, latent, settings, noise_mask=noise_mask)
         after = vae.decode(samples).reshape(-1, *before.shape[1:]).to(image.dtype)
-        paste_mask = face.feather_mask(masks, feather)
+        paste_mask = face.feather_mask(inside, feather)
         refined = face.paste_clip(image[..., :3], after, windows, paste_mask)
-        return io.NodeOutput(refined, paste_mask, before, after)
+        return io.NodeOutput(refined, paste_mask, before, after, ui=ui.PreviewText(warning) if warning else None)

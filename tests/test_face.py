@@ -50,15 +50,56 @@ def test_per_frame_windows_follow_the_face_smoothly_with_one_size():
     assert centers == sorted(centers) and centers[-1] > centers[0]
 
 
-def test_paste_of_unchanged_crop_is_identity_within_resize_error():
+def test_paste_of_unchanged_crop_is_identity_per_pixel():
     image = torch.from_numpy(skimage.data.astronaut()[:256, :256].copy()).float()[None].repeat(2, 1, 1, 1) / 255
-    window = Box(40, 136, 80, 176)  # 96 px, resized up to 256 and back
-    crops = face.crop_clip(image, [window] * 2, 256)
-    pasted = face.paste_clip(image, crops, [window] * 2, torch.ones(2, 256, 256))
-    assert (pasted - image).abs().mean() < 0.01
-    outside = torch.ones(256, 256, dtype=torch.bool)
-    outside[40:136, 80:176] = False
-    assert torch.equal(pasted[:, outside], image[:, outside])
+    window = Box(40, 136, 80, 176)
+    alpha = face.feather_mask(box_mask(2, 256, 256, [Box(50, 120, 90, 160)] * 2), 5)
+    same_size = face.paste_clip(image, face.crop_clip(image, [window] * 2, 96), [window] * 2, alpha)
+    torch.testing.assert_close(same_size, image, rtol=0, atol=1e-6)  # no resize: every pixel is kept
+    resized = face.paste_clip(image, face.crop_clip(image, [window] * 2, 256), [window] * 2, alpha)  # 96 -> 256 -> 96 px
+    assert torch.equal(resized[alpha == 0], image[alpha == 0])
+    assert (resized - image).abs().amax() < 0.1 and (resized - image)[alpha == 1].abs().mean() < 0.01
+
+
+def test_paste_blends_every_pixel_by_its_alpha():
+    image, patch = torch.zeros(1, 32, 48, 3), torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(0))
+    window = Box(8, 24, 20, 36)
+    alpha = torch.rand(1, 32, 48, generator=torch.Generator().manual_seed(1))
+    out = face.paste_clip(image, patch, [window], alpha)
+    expected = torch.zeros(1, 32, 48, 3)
+    expected[0, 8:24, 20:36] = patch[0] * alpha[0, 8:24, 20:36, None]
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-7)
+
+
+def chessboard_depth(mask: torch.Tensor) -> torch.Tensor:
+    """Each pixel's chessboard distance to the nearest pixel outside the mask (1 on its edge), by scipy."""
+    from scipy import ndimage
+
+    return torch.from_numpy(ndimage.distance_transform_cdt(mask.numpy() > 0.5, metric="chessboard")).float()
+
+
+@pytest.mark.parametrize("box, feather", [(Box(10, 50, 10, 50), 5), (Box(20, 26, 8, 56), 5), (Box(30, 31, 0, 64), 4),
+                                          (Box(0, 20, 0, 9), 6)])
+def test_feather_ramps_over_the_edge_and_always_reaches_one(box, feather):
+    """alpha = min(depth, f) / f with f = min(feather, deepest pixel): a face narrower than 2 x feather still gets 1."""
+    mask = box_mask(1, 64, 64, [box])
+    depth = chessboard_depth(mask[0])
+    ramp = min(feather, int(depth.max()))
+    expected = depth.clamp(max=ramp) / ramp
+    torch.testing.assert_close(face.feather_mask(mask, feather)[0], expected, rtol=0, atol=1e-6)
+    assert face.feather_mask(mask, feather).max() == 1
+
+
+def test_a_face_outside_its_window_is_cut_to_the_window_then_feathered():
+    """Face wider than its window: the paste mask stops inside the window with a soft edge, never a hard one."""
+    masks = box_mask(3, 64, 96, [Box(10, 50, 10, 80), Box(20, 40, 40, 60), None])
+    windows = [Box(0, 48, 24, 72)] * 3  # frame 0's face reaches past both sides and the bottom
+    inside, leaving = face.cut_to_windows(masks, windows)
+    assert leaving == [0]
+    assert torch.equal(inside[0], box_mask(1, 64, 96, [Box(10, 48, 24, 72)])[0]) and torch.equal(inside[1:], masks[1:])
+    alpha = face.feather_mask(inside, 4)[0]
+    assert alpha[:, :24].sum() == 0 and alpha[:, 72:].sum() == 0 and alpha[48:].sum() == 0
+    assert alpha[30, 24] == alpha[30, 71] == alpha[47, 50] == 0.25 and alpha[30, 48] == 1  # soft at the window border
 
 
 def test_feather_is_monotone_at_the_edge():

@@ -48,6 +48,30 @@ def test_face_refine_changes_only_the_face(parts, astronaut_frames, crop_mode):
     assert paste_mask.sum() > 0 and (image - astronaut_frames).abs().amax() > 0.05
 
 
+def test_a_face_wider_than_its_window_is_pasted_softly_inside_the_window_and_warned(parts, caplog):
+    """A wired face mask 120 px wide in 64 px tall frames: the window (64 px, the frame's short side) cannot hold it.
+    The paste stays inside the window with a feathered edge there, checked pixel by pixel, and a warning says so."""
+    frames = torch.rand(2, 64, 128, 3, generator=torch.Generator().manual_seed(5))
+    mask = torch.zeros(2, 64, 128)
+    mask[:, 8:56, 4:124] = 1
+    options = dict(crop_factor=3.0, guide_size=64, max_size=128, denoise=0.8, gamma=0.0, feather=5, crop_mode="union",
+                   detector="opencv_haar", mask=mask, **SAMPLING)
+    with torch.inference_mode():
+        out = parts["nodes"].face.VCDFaceRefine.execute(
+            parts["model"], parts["positive"], parts["negative"], parts["vae"], frames, **options)
+    image, paste_mask, before, after = out.result
+    assert before.shape == after.shape == (2, 64, 64, 3)  # window Box(0, 64, 32, 96), denoised at its own size
+    assert paste_mask[:, :, :32].sum() == 0 and paste_mask[:, :, 96:].sum() == 0
+    assert torch.all(paste_mask[:, 8:56, 32] == 0.2) and torch.all(paste_mask[:, 8:56, 95] == 0.2)  # soft at the border
+    assert torch.all(paste_mask[:, 12:52, 36:92] == 1)
+    alpha = paste_mask[:, :, 32:96, None]
+    expected = frames.clone()
+    expected[:, :, 32:96] = frames[:, :, 32:96] * (1 - alpha) + after * alpha
+    torch.testing.assert_close(image, expected, rtol=0, atol=1e-6)
+    assert "outside its crop window in frame(s) [0, 1]" in caplog.text
+    assert "outside its crop window" in out.ui.as_dict()["text"][0]
+
+
 def test_face_refine_without_a_face_returns_frames_unchanged(parts, caplog):
     noise = torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(0))
     image, paste_mask, _, _ = refine(parts, noise)

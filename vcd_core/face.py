@@ -3,8 +3,9 @@
 The paper takes the union of the face masks of all frames, enlarges its box by ``crop_factor``
 (3) into ONE square window, re-denoises that crop clip jointly, and pastes it back with a
 feathered mask. ``per_frame_windows`` is the alternative for faces that move a lot: same-size
-windows whose centres follow the face, smoothed over time. Images are ComfyUI-style ``[F, H, W, C]``
-floats, masks ``[F, H, W]``.
+windows whose centres follow the face, smoothed over time. The paste mask is the face mask cut to
+each frame's window, then feathered, so a face larger than its window blends in softly at the
+window's border. Images are ComfyUI-style ``[F, H, W, C]`` floats, masks ``[F, H, W]``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .geometry import Box
 
 __all__ = [
     "mask_box", "crop_window", "union_window", "per_frame_windows", "crop_size",
-    "crop_clip", "paste_clip", "feather_mask", "latent_noise_mask",
+    "crop_clip", "paste_clip", "cut_to_windows", "feather_mask", "latent_noise_mask",
 ]
 
 
@@ -99,16 +100,29 @@ def crop_clip(images: torch.Tensor, windows: Sequence[Box], size: int) -> torch.
     return crops if crops.shape[1] == size else _resize(crops, size)
 
 
+def cut_to_windows(masks: torch.Tensor, windows: Sequence[Box]) -> tuple[torch.Tensor, list[int]]:
+    """Each frame's ``[H, W]`` mask cleared outside its window (all a paste can cover), and the frames whose
+    face reached outside it (that part is not refined)."""
+    inside = torch.zeros_like(masks)
+    for i, window in enumerate(windows):
+        inside[i, window.y0:window.y1, window.x0:window.x1] = window.crop(masks[i])
+    leaving = [i for i in range(len(windows)) if bool(((masks[i] > 0.5) & ~(inside[i] > 0.5)).any())]
+    return inside, leaving
+
+
 def feather_mask(mask: torch.Tensor, feather: int) -> torch.Tensor:
-    """Soften a binary ``[F, H, W]`` mask inward: 0 outside, rising over ``feather`` px to 1 inside."""
+    """Soften a binary ``[F, H, W]`` mask inward: 0 outside, rising over ``feather`` px to 1 inside (the frame's
+    border is no edge). A face narrower than ``2 x feather`` gets a shorter ramp, so its centre still reaches 1."""
     mask = (mask > 0.5).float()
     if feather <= 0:
         return mask
-    x = mask[:, None]
-    layers = [x]
-    for k in range(1, feather):
-        layers.append(-F.max_pool2d(-x, kernel_size=2 * k + 1, stride=1, padding=k))  # erode by k px
-    return torch.stack(layers).mean(dim=0)[:, 0]
+    eroded = mask[:, None]
+    total, depth = eroded.clone(), eroded.amax(dim=(2, 3), keepdim=True)
+    for _ in range(1, feather):
+        eroded = -F.max_pool2d(-eroded, kernel_size=3, stride=1, padding=1)  # one more pixel in from the edge
+        total += eroded
+        depth += eroded.amax(dim=(2, 3), keepdim=True)  # per frame: erosions that leave some pixel
+    return (total / depth.clamp(min=1))[:, 0]
 
 
 def paste_clip(images: torch.Tensor, clip: torch.Tensor, windows: Sequence[Box], paste_mask: torch.Tensor) -> torch.Tensor:
