@@ -90,4 +90,4 @@ class VCDTiledRefine(io.ComfyNode):
         samples = denoise_clip(tiled_model(model, tile_size, overlap, tile_batch), positive, negative, latent, settings)
         tile = tile_size // LATENT_SCALE
         frames = vae.decode_tiled(samples, tile_x=tile, tile_y=tile, overlap=overlap // LATENT_SCALE)
-        return io.NodeOutput(frames.reshape(-1, *frames.shape[-3:]))
+        return io.NodeOutput(frames.reshape(-1, *frames.shape[-3:])[:, :height, :width])

@@ -35,6 +35,35 @@ def test_plan_covers_exactly_with_uniform_tiles_and_weights_sum_to_one(height, w
     assert torch.allclose(total, torch.ones(height, width), atol=1e-6)
 
 
+def test_blend_weights_ramp_linearly_across_the_overlap():
+    """Exact weights: neither a flat 50/50 blend nor first-tile-wins (a seam) passes."""
+    plan = tiling.tile_plan(24, 24, 16, 8)
+    assert [(t.y0, t.x0) for t in plan] == [(0, 0), (0, 8), (8, 0), (8, 8)]
+    weights = tiling.blend_weights(plan, 24, 24, 8)
+    rise = (torch.arange(8) + 0.5) / 8  # across columns 8..15, from the left tile to the right one
+    torch.testing.assert_close(weights[1][0, :8], rise, rtol=0, atol=1e-6)
+    torch.testing.assert_close(weights[0][0, 8:], 1 - rise, rtol=0, atol=1e-6)
+    torch.testing.assert_close(weights[0][0, :8], torch.ones(8), rtol=0, atol=0)  # frame border: no ramp
+    torch.testing.assert_close(weights[3][:8, :8], rise[:, None] * rise[None, :], rtol=0, atol=1e-6)  # the corner
+
+
+@pytest.mark.parametrize("tile_batch", [1, 3])
+def test_overlaps_mix_the_tiles_by_their_weights(tile_batch):
+    """Each tile answers with its own number: the overlaps hold the weighted mix (no first-tile-wins seam)."""
+    plan = tiling.tile_plan(24, 24, 16, 8)
+    weights = tiling.blend_weights(plan, 24, 24, 8)
+    numbers = iter(range(1, 10))
+
+    def tile_numbers(tiles, count):
+        return torch.cat([torch.full_like(t, float(next(numbers))) for t in tiles.chunk(count)])
+
+    out = tiling.tiled_apply(tile_numbers, torch.zeros(2, 3, 24, 24), plan, weights, tile_batch)
+    rise = (torch.arange(8) + 0.5) / 8
+    torch.testing.assert_close(out[0, 0, 0, 8:16], 1 * (1 - rise) + 2 * rise, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out[1, 2, 8:16, 0], 1 * (1 - rise) + 3 * rise, rtol=0, atol=1e-6)
+    assert out[0, 0, 0, 0] == 1 and out[0, 0, 23, 23] == 4 and out[0, 0, 0, 23] == 2
+
+
 def test_tile_larger_than_frame_is_one_tile():
     assert tiling.tile_plan(20, 30, 64, 8) == [Box(0, 20, 0, 30)]
 
@@ -92,3 +121,13 @@ def test_model_sees_one_tile_at_four_times_the_area():
 def test_bad_tiling_is_rejected(tile, overlap):
     with pytest.raises(ValueError, match="overlap|tile"):
         tiling.tile_plan(64, 64, tile, overlap)
+
+
+@pytest.mark.parametrize("height, width", [(7, 7), (60, 100), (64, 64), (1, 9)])
+def test_frames_pad_by_replication_to_a_multiple_of_8(height, width):
+    frames = torch.rand(2, height, width, 3, generator=torch.Generator().manual_seed(0))
+    padded = tiling.pad_to_multiple(frames, 8)
+    assert padded.shape == (2, -(-height // 8) * 8, -(-width // 8) * 8, 3)
+    assert torch.equal(padded[:, :height, :width], frames)
+    assert torch.equal(padded[:, height:, :width], frames[:, -1:].expand(-1, padded.shape[1] - height, -1, -1))
+    assert torch.equal(padded[:, :, width:], padded[:, :, width - 1:width].expand(-1, -1, padded.shape[2] - width, -1))

@@ -13,10 +13,11 @@ import math
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from .geometry import Box
 
-__all__ = ["tile_plan", "blend_weights", "tiled_apply", "repeat_per_frame", "tiled"]
+__all__ = ["tile_plan", "blend_weights", "tiled_apply", "repeat_per_frame", "tiled", "pad_to_multiple"]
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -117,3 +118,13 @@ def tiled(denoiser: Callable[..., torch.Tensor], tile: int, overlap: int, tile_b
         return tiled_apply(per_tile, x, plan, weights, tile_batch)
 
     return run
+
+
+def pad_to_multiple(frames: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``[F, H, W, C]`` frames grown at the bottom and right to multiples of ``multiple`` by repeating the edge
+    pixels (a VAE works in whole cells); crop ``[:, :H, :W]`` to get the original size back."""
+    height, width = frames.shape[1:3]
+    extra_h, extra_w = -height % multiple, -width % multiple
+    if not extra_h and not extra_w:
+        return frames
+    return F.pad(frames.movedim(-1, 1), (0, extra_w, 0, extra_h), mode="replicate").movedim(1, -1)
