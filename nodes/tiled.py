@@ -86,7 +86,9 @@ class VCDTiledRefine(io.ComfyNode):
                 gamma: float, tile_batch: int) -> io.NodeOutput:
         settings = SamplingSettings(seed, steps, cfg, sampler_name, scheduler, denoise, gamma)
         check_tiling(tile_size, overlap, tile_batch)
-        latent = vae.encode_tiled(image[..., :3], tile_x=tile_size, tile_y=tile_size, overlap=overlap)
+        height, width = image.shape[1:3]
+        padded = tiling.pad_to_multiple(image[..., :3], LATENT_SCALE)  # cropped back after decoding
+        latent = vae.encode_tiled(padded, tile_x=tile_size, tile_y=tile_size, overlap=overlap)
         samples = denoise_clip(tiled_model(model, tile_size, overlap, tile_batch), positive, negative, latent, settings)
         tile = tile_size // LATENT_SCALE
         frames = vae.decode_tiled(samples, tile_x=tile, tile_y=tile, overlap=overlap // LATENT_SCALE)
