@@ -106,27 +106,6 @@ def test_one_tile_covering_the_frame_equals_the_untiled_model(parts):
     assert torch.equal(plain, tiled)
 
 
-@pytest.mark.parametrize("tile_batch", [1, 2])
-def test_the_diffusion_model_only_ever_sees_one_tile_of_all_frames(parts, tile_batch):
-    """A 16x24 latent in 8x8 tiles (64 px, overlap 16 px = 2): every UNet call gets whole tiles, never the frame."""
-    from vcd.nodes.sampling import SamplingSettings, denoise_clip
-    from vcd.nodes.tiled import tiled_model
-
-    seen = []
-    unet = parts["model"].model.diffusion_model
-    hook = unet.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))
-    latent = torch.randn(3, 4, 16, 24, generator=torch.Generator().manual_seed(2))
-    try:
-        with torch.inference_mode():
-            out = denoise_clip(tiled_model(parts["model"], 64, 16, tile_batch), parts["positive"], parts["negative"],
-                               latent, SamplingSettings(denoise=0.5, gamma=0.1, **SAMPLING))
-    finally:
-        hook.remove()
-    assert out.shape == latent.shape and torch.isfinite(out).all()
-    assert {s[-2:] for s in seen} == {(8, 8)} and all(s[0] % 3 == 0 for s in seen)  # tiles of all 3 frames
-    assert sum(s[0] for s in seen) == 2 * SAMPLING["steps"] * 12 * 3  # cond + uncond, 2 steps, 3 x 4 tiles, 3 frames
-
-
 def test_tiled_refine_runs_in_tiles_and_tile_batch_does_not_change_the_result(parts):
     frames = torch.rand(3, 128, 96, 3, generator=torch.Generator().manual_seed(4))
     one = tiled_refine(parts, frames)
