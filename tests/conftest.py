@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -54,6 +55,30 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is not beside this clone")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def frontend(host, tmp_path_factory):
+    """ComfyUI's real web frontend, the one the host serves, in headless Chromium: one page for the session."""
+    from devtools.frontend import BrowserMissing, Frontend
+
+    try:
+        page = Frontend(host.url, tmp_path_factory.mktemp("browser"))
+    except BrowserMissing as missing:
+        pytest.skip(f"{missing} (the real-frontend tests need it)")
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where tests keep what a person may want to look at (screenshots): $VCD_ARTIFACTS, or
+    out/test-artifacts/<ComfyUI version>/ in the clone (git-ignored)."""
+    version_file = Path(_require_comfyui(), "comfyui_version.py")
+    version = re.search(r'__version__ = "([^"]+)"', version_file.read_text()) if version_file.is_file() else None
+    folder = Path(os.environ.get("VCD_ARTIFACTS") or REPO / "out" / "test-artifacts" / (version[1] if version else "custom"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,0 +1,68 @@
+"""ComfyUI's real frontend (the one the host serves) runs our graphs: the Run button queues a tiny T2V
+graph, its progress bar and output preview appear, and the gamma chart follows typed values unsaved."""
+
+import time
+
+import pytest
+
+from devtools.graphs import load_api, tinyize
+
+NOISE, SAMPLER, SAVE = "8", "12", "14"  # node ids in workflows/api/t2v_vcd.json
+
+
+def tiny_t2v() -> dict:
+    """t2v_vcd on the tiny checkpoint, 64 px, 2 frames, 2 steps, without ADE; a noise seed this server has
+    not run yet (it would answer a repeated prompt from its cache, with no progress to show)."""
+    graph = tinyize(load_api("t2v_vcd"), frames=2, steps=2)
+    assert graph[NOISE]["class_type"] == "VCD3DGaussianNoise" and graph[SAVE]["class_type"] == "SaveAnimatedWEBP"
+    graph[NOISE]["inputs"]["noise_seed"] = time.time_ns() % 2**48
+    return graph
+
+
+def test_run_button_shows_progress_and_the_output_preview(frontend, host, artifacts):
+    graph = tiny_t2v()
+    loaded = frontend.call("load", workflow=graph, name="tiny_t2v", api=True)
+    assert loaded["unregistered"] == [] and loaded["link_problems"] == []
+    run = frontend.call("queue", screenshot=str(artifacts / "tiny_t2v_run.png"))
+    assert run["finished"] and ["execution_success", None] in run["events"], (run["events"], run["dialogs"], host.log_tail(2000))
+    bars = [p for p in run["progress"] if p["node"] == SAMPLER]
+    assert bars, f"no progress bar drawn on the sampler: {run['progress']} {run['events']}"
+    red, green, blue = bars[-1]["pixel"]
+    assert green > 100 and red < 60 and blue < 60, f"the progress bar is not drawn (pixel {bars[-1]['pixel']})"
+    previews = {p["node"]: p["images"] for p in run["previews"]}
+    assert SAVE in previews, f"no output preview on the save node: {run['previews']}"
+    image = previews[SAVE][0]
+    assert (image["width"], image["height"]) == (64, 64)
+    assert "/view?" in image["src"] and "t2v_" in image["src"]
+
+
+@pytest.fixture
+def pipeline(frontend) -> dict:
+    """The full pipeline (three VCD nodes with gamma) loaded in the frontend, without ADE."""
+    graph = tinyize(load_api("full_pipeline"))
+    report = frontend.call("load", workflow=graph, name="tiny_full_pipeline", api=True)
+    return {"graph": graph, "report": report}
+
+
+def test_every_vcd_node_with_gamma_gets_a_chart(pipeline):
+    with_gamma = {nid for nid, node in pipeline["graph"].items()
+                  if node["class_type"].startswith("VCD") and "gamma" in node["inputs"]}
+    charts = {nid for nid, names in pipeline["report"]["widgets"].items() if "gamma_chart" in names}
+    assert len(with_gamma) == 3 and charts == with_gamma
+
+
+def test_gamma_chart_follows_typed_values_and_is_not_saved(frontend, pipeline, artifacts):
+    typed = [0.5, 0.9, 0.0]
+    result = frontend.call("gamma", node_id=NOISE, values=typed, screenshot=str(artifacts / "gamma_chart.png"))
+    for value, reading in zip(typed, result["readings"]):
+        assert reading["gamma"] == pytest.approx(value)
+        bars = reading["bars"]
+        assert bars is not None and len(bars) == 16, f"gamma {value}: bars drawn {bars}"
+        full = bars[0]
+        assert full > 20
+        expected = [max(1.0, full * value**k) for k in range(16)]
+        assert bars == pytest.approx(expected, abs=1.5), f"gamma {value}: bar heights {bars}, gamma^k gives {expected}"
+    names = [name for name, _ in result["widgets"]]
+    assert "gamma_chart" in names
+    assert result["widgets_values"] == [value for name, value in result["widgets"] if name != "gamma_chart"]
+    assert set(result["inputs"]) == set(pipeline["graph"][NOISE]["inputs"]) and result["inputs"]["gamma"] == 0.0
