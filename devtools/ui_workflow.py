@@ -1,8 +1,8 @@
-"""Convert between API-format graphs (what /prompt takes) and UI-format workflows (what users load).
+"""Generate the UI-format workflows (what users load) from their API-format twins (what /prompt takes).
 
 UI workflows in ``workflows/`` are generated from their API twins in ``workflows/api/`` with the
-node schemas of a live server (plus the AnimateDiff-Evolved snapshot), and converted back in tests
-the way the frontend does (``graphToPrompt``), so the two can never drift apart.
+node schemas of a live server with the real AnimateDiff-Evolved (``../shared/vendor``). The tests
+load them in ComfyUI's real frontend and check that the prompt it builds equals the twin.
 
     python -m devtools.ui_workflow      # regenerate workflows/*.json (starts a headless server)
 """
@@ -13,14 +13,6 @@ import json
 from pathlib import Path
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-ADE_SNAPSHOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "animatediff-evolved-object_info.json"
-
-
-def load_ade_snapshot(path: Path = ADE_SNAPSHOT) -> dict:
-    """AnimateDiff-Evolved's node schemas (it cannot run in CI), without the ``_source`` note."""
-    data = json.loads(path.read_text())
-    data.pop("_source", None)
-    return data
 
 
 def _ordered_inputs(spec: dict) -> list[tuple[str, list]]:
@@ -108,44 +100,17 @@ def api_to_ui(api: dict, schemas: dict) -> dict:
     }
 
 
-def ui_to_api(ui: dict, schemas: dict) -> dict:
-    """The API graph the frontend queues for a UI workflow (active nodes only)."""
-    links = {link[0]: link for link in ui["links"]}
-    api = {}
-    for node in ui["nodes"]:
-        if node.get("mode", 0) != 0:
-            continue
-        spec = schemas[node["type"]]
-        linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
-        values = list(node.get("widgets_values", []))
-        inputs = {}
-        for name, entry in _ordered_inputs(spec):
-            if _is_widget(entry):
-                value = values.pop(0) if values else None
-                if _has_control(entry) and values:
-                    values.pop(0)
-                if name not in linked:
-                    inputs[name] = value
-            if name in linked:
-                link = links[linked[name]]
-                inputs[name] = [str(link[1]), link[2]]
-        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
-    return api
-
-
-def strip_meta(api: dict) -> dict:
-    return {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in api.items()}
-
-
 def main() -> None:
     import os
     import tempfile
 
-    from .host import ComfyHost
+    from .host import ADE_PACK, ComfyHost, ade_available
 
+    if not ade_available():
+        raise SystemExit(f"the workflows use AnimateDiff-Evolved's nodes: put it at {ADE_PACK} (../shared/vendor)")
     root = Path(__file__).resolve().parents[1] / "workflows"
-    with tempfile.TemporaryDirectory() as tmp, ComfyHost(os.environ["COMFYUI_DIR"], tmp) as host:
-        schemas = {**load_ade_snapshot(), **host.object_info()}
+    with tempfile.TemporaryDirectory() as tmp, ComfyHost(os.environ["COMFYUI_DIR"], tmp, with_ade=True) as host:
+        schemas = host.object_info()
     for api_path in sorted((root / "api").glob("*.json")):
         ui = api_to_ui(json.loads(api_path.read_text()), schemas)
         (root / api_path.name).write_text(json.dumps(ui, indent=1) + "\n")
