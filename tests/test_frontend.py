@@ -1,7 +1,10 @@
 """ComfyUI's real frontend (the one the host serves) runs our graphs: the Run button queues a tiny T2V
 graph, its progress bar and output preview appear, and the gamma chart follows typed values unsaved."""
 
+import os
+import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +20,14 @@ def tiny_t2v() -> dict:
     assert graph[NOISE]["class_type"] == "VCD3DGaussianNoise" and graph[SAVE]["class_type"] == "SaveAnimatedWEBP"
     graph[NOISE]["inputs"]["noise_seed"] = time.time_ns() % 2**48
     return graph
+
+
+def test_the_page_runs_the_frontend_the_host_pins(frontend):
+    """The frontend under test is the one the host's requirements.txt pins (1.32.9 on 0.3.75, 1.49.6 on 0.33.0)."""
+    pinned = re.search(r"comfyui-frontend-package==(\S+)", Path(os.environ["COMFYUI_DIR"], "requirements.txt").read_text())
+    assert pinned, "the host's requirements.txt pins no comfyui-frontend-package"
+    assert frontend.info["frontend"] == pinned[1]
+    assert frontend.info["extensions"] == ["vcd.gammaChart"]
 
 
 def test_run_button_shows_progress_and_the_output_preview(frontend, host, artifacts):
