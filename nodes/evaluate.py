@@ -11,6 +11,7 @@ from comfy_api.latest import io, ui
 from .inputs import checked
 from ..vcd_core import encoders, metrics
 from .charts import BLUE, ORANGE, line_chart
+from .channels import as_rgb
 from .model_folders import file_path, hf_folder_path, hf_folders, register
 
 FOLDER = "vcd_eval"  # models/vcd_eval/<name>/ : Hugging Face folders (config.json + weights)
@@ -76,6 +77,7 @@ class VCDEvaluate(io.ComfyNode):
     @checked
     def execute(cls, image: torch.Tensor, references: torch.Tensor, prompt: str, dino_model: str, clip_model: str,
                 face_model: str = NO_FACE_MODEL) -> io.NodeOutput:
+        image, references = as_rgb(image, "image"), as_rgb(references, "references")
         dino = cached_dino(hf_folder_path(FOLDER, dino_model, "dino_model"))
         clip_image, clip_text = cached_clip(hf_folder_path(FOLDER, clip_model, "clip_model"))
         face = None

@@ -9,6 +9,7 @@ from comfy_api.latest import io, ui
 
 from .inputs import checked
 from ..vcd_core import face, face_detect
+from .channels import as_rgb
 from .model_folders import file_path, register
 from .sampling import SamplingSettings, denoise_clip, sampler_inputs
 
@@ -68,9 +69,10 @@ class VCDFaceDetect(io.ComfyNode):
     @classmethod
     @checked
     def execute(cls, image: torch.Tensor, detector: str) -> io.NodeOutput:
+        image = as_rgb(image, "image")
         masks = detect_masks(image, detector)
         edge = masks - (-torch.nn.functional.max_pool2d(-masks[:, None], 5, 1, 2))[:, 0]
-        preview = image[..., :3].clone()
+        preview = image.clone()
         preview[edge > 0] = torch.tensor([1.0, 0.2, 0.2])
         return io.NodeOutput(masks, preview)
 
@@ -120,6 +122,7 @@ class VCDFaceRefine(io.ComfyNode):
                 max_size: int, denoise: float, steps: int, cfg: float, sampler_name: str, scheduler: str, seed: int,
                 gamma: float, feather: int, crop_mode: str, detector: str, mask: torch.Tensor | None = None) -> io.NodeOutput:
         settings = SamplingSettings(seed, steps, cfg, sampler_name, scheduler, denoise, gamma)
+        image = as_rgb(image, "image")
         masks = check_masks(mask, image) if mask is not None else detect_masks(image, detector)
         if crop_mode == "union":
             window = face.union_window(masks, crop_factor)
@@ -139,11 +142,11 @@ class VCDFaceRefine(io.ComfyNode):
             log.warning(warning)
 
         size = face.crop_size(windows[0].height, guide_size, max_size)
-        before = face.crop_clip(image[..., :3], windows, size)
+        before = face.crop_clip(image, windows, size)
         latent = vae.encode(before)
         noise_mask = face.latent_noise_mask(masks, windows, latent.shape[-1])
         samples = denoise_clip(model, positive, negative, latent, settings, noise_mask=noise_mask)
         after = vae.decode(samples).reshape(-1, *before.shape[1:]).to(image.dtype)
         paste_mask = face.feather_mask(inside, feather)
-        refined = face.paste_clip(image[..., :3], after, windows, paste_mask)
+        refined = face.paste_clip(image, after, windows, paste_mask)
         return io.NodeOutput(refined, paste_mask, before, after, ui=ui.PreviewText(warning) if warning else None)

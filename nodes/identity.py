@@ -21,6 +21,7 @@ from .. import vcd_core
 from ..vcd_core import embedding_io, identity
 from ..vcd_core.text_encoder import IDENTITY as MARKER
 from ..vcd_core.text_encoder import IdentityTextEncoder, clip_text_model_from_state_dict
+from .channels import as_rgb
 from .charts import BLUE, ORANGE, line_chart
 from .noise import SEED_MAX
 
@@ -221,8 +222,7 @@ class VCDTrainIdentity(io.ComfyNode):
         embedding_io.check_name(name)
         folder = target_folder()
         check_name_free(name, overwrite)
-        if images.shape[0] == 0:
-            raise ValueError("images: no reference photos; give at least one.")
+        images = as_rgb(images, "images")
         if clip_width(clip) != SD15_WIDTH:
             raise ValueError(f"clip: its token width is {clip_width(clip)}, not SD1.5's {SD15_WIDTH}.")
         config = identity.TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed)

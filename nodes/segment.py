@@ -10,6 +10,7 @@ from comfy_api.latest import io, ui
 
 from .inputs import checked
 from ..vcd_core import segment
+from .channels import as_rgb
 from .model_folders import file_path, hf_folder_path, hf_folders, register
 
 DINO_FOLDER, SAM_FOLDER = "grounding-dino", "sams"  # the folder keys segment-anything packs already use
@@ -34,10 +35,10 @@ def cached_sam(path: str, device: str):
 
 
 def overlay(images: torch.Tensor, masks: torch.Tensor, strength: float = 0.5) -> torch.Tensor:
-    """The images with the masked area tinted red, for a quick check."""
+    """The RGB images with the masked area tinted red, for a quick check."""
     red = torch.tensor([1.0, 0.0, 0.0])
     alpha = masks[..., None] * strength
-    return images[..., :3] * (1 - alpha) + red * alpha
+    return images * (1 - alpha) + red * alpha
 
 
 class VCDPromptSegment(io.ComfyNode):
@@ -74,6 +75,7 @@ class VCDPromptSegment(io.ComfyNode):
                 text_threshold: float, box_mode: str, if_none: str) -> io.NodeOutput:
         import comfy.model_management
 
+        image = as_rgb(image, "image")
         if not prompt.strip():
             raise ValueError("prompt: say what to segment, e.g. 'person'.")
         device = str(comfy.model_management.get_torch_device())

@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from .inputs import checked
 from ..vcd_core import tiling
+from .channels import as_rgb
 from .sampling import SamplingSettings, denoise_clip, sampler_inputs
 
 WRAPPER_KEY = "VCD_tiled"
@@ -86,8 +87,9 @@ class VCDTiledRefine(io.ComfyNode):
                 gamma: float, tile_batch: int) -> io.NodeOutput:
         settings = SamplingSettings(seed, steps, cfg, sampler_name, scheduler, denoise, gamma)
         check_tiling(tile_size, overlap, tile_batch)
+        image = as_rgb(image, "image")
         height, width = image.shape[1:3]
-        padded = tiling.pad_to_multiple(image[..., :3], LATENT_SCALE)  # cropped back after decoding
+        padded = tiling.pad_to_multiple(image, LATENT_SCALE)  # cropped back after decoding
         latent = vae.encode_tiled(padded, tile_x=tile_size, tile_y=tile_size, overlap=overlap)
         samples = denoise_clip(tiled_model(model, tile_size, overlap, tile_batch), positive, negative, latent, settings)
         tile = tile_size // LATENT_SCALE

@@ -267,6 +267,16 @@ def test_photos_with_empty_masks_are_left_out(inproc, embeddings_dir, photos):
     assert saved.metadata["references"] == "2"
 
 
+def test_grey_and_rgba_photos_train_like_rgb(inproc, embeddings_dir, photos):
+    small = photos[:2, ::8, ::8].contiguous()  # 64 px
+    rgb = train(inproc, inproc.tiny.tiny_clip(0), small, steps=1, name="rgb").result[2].vectors
+    rgba = torch.cat([small, torch.rand(*small.shape[:-1], 1, generator=torch.Generator().manual_seed(0))], dim=-1)
+    assert torch.equal(train(inproc, inproc.tiny.tiny_clip(0), rgba, steps=1, name="rgba").result[2].vectors, rgb)
+    grey = small.mean(dim=-1, keepdim=True)
+    assert torch.equal(train(inproc, inproc.tiny.tiny_clip(0), grey, steps=1, name="grey").result[2].vectors,
+                       train(inproc, inproc.tiny.tiny_clip(0), grey.expand(-1, -1, -1, 3), steps=1, name="grey3").result[2].vectors)
+
+
 def test_other_model_families_are_refused(inproc, embeddings_dir, photos):
     from types import SimpleNamespace
 

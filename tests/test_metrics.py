@@ -209,6 +209,27 @@ def test_score_video_of_no_frames_names_the_input(tiny_models):
     assert one["temporal_consistency"] is None and one["motion"] is None and one["per_pair_consistency"] == []
 
 
+def test_evaluate_node_takes_grey_and_rgba_images(inproc, tiny_models, monkeypatch):
+    import folder_paths
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "vcd_eval", ([str(tiny_models[0].parent)], set()))
+    frames = torch.rand(3, 32, 32, 3, generator=torch.Generator().manual_seed(2))
+    refs = torch.rand(2, 40, 36, 3, generator=torch.Generator().manual_seed(3))
+
+    def scores(image, references):
+        with torch.inference_mode():
+            out = inproc.pack.nodes.evaluate.VCDEvaluate.execute(image, references, "a photo of a man", "dino-tiny",
+                                                                  "clip-tiny")
+        return json.loads(out.result[0])
+
+    def alpha(x):
+        return torch.cat([x, torch.rand(*x.shape[:-1], 1, generator=torch.Generator().manual_seed(4))], dim=-1)
+
+    assert scores(alpha(frames), alpha(refs)) == scores(frames, refs)
+    grey, grey_refs = frames.mean(-1, keepdim=True), refs.mean(-1, keepdim=True)
+    assert scores(grey, grey_refs) == scores(grey.expand(-1, -1, -1, 3), grey_refs.expand(-1, -1, -1, 3))
+
+
 def test_mixed_frame_sizes_are_rejected():
     import numpy as np
 

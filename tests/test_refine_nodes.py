@@ -38,6 +38,46 @@ def tiled_refine(parts, image, **overrides):
             parts["model"], parts["positive"], parts["negative"], parts["vae"], image, **options).result[0]
 
 
+def with_alpha(rgb):
+    """The same pixels as RGBA, with an alpha that varies (it must not change any result)."""
+    return torch.cat([rgb, torch.rand(*rgb.shape[:-1], 1, generator=torch.Generator().manual_seed(9))], dim=-1)
+
+
+def test_image_channels_become_rgb_or_are_refused_by_name(inproc):
+    as_rgb = inproc.pack.nodes.channels.as_rgb
+    rgb = torch.rand(2, 5, 6, 3)
+    assert torch.equal(as_rgb(rgb, "image"), rgb) and torch.equal(as_rgb(with_alpha(rgb), "image"), rgb)
+    gray = rgb[..., :1]
+    for grey_input in (gray, torch.cat([gray, torch.ones_like(gray)], dim=-1)):  # grey, grey + alpha
+        assert torch.equal(as_rgb(grey_input, "image"), gray.expand(-1, -1, -1, 3))
+    for bad, message in ((torch.rand(2, 5, 6, 5), "images: .*5 channels"), (torch.rand(0, 5, 6, 3), "images: .*empty"),
+                         (torch.rand(5, 6, 3), "images: .*\\[B, H, W, C\\]"), (torch.rand(1, 0, 6, 3), "images: .*empty")):
+        with pytest.raises(ValueError, match=message):
+            as_rgb(bad, "images")
+
+
+def test_face_nodes_take_grey_and_rgba_frames(parts, astronaut_frames):
+    frames = astronaut_frames[:2, ::2, ::2].contiguous()  # 128 px
+    grey = frames.mean(dim=-1, keepdim=True)
+    detect = parts["nodes"].face.VCDFaceDetect.execute
+    masks, preview = detect(frames, "opencv_haar").result
+    assert masks.sum() > 0 and preview.shape == frames.shape
+    assert torch.equal(detect(with_alpha(frames), "opencv_haar").result[0], masks)
+    assert torch.equal(detect(grey, "opencv_haar").result[0], detect(grey.expand(-1, -1, -1, 3), "opencv_haar").result[0])
+    refined = refine(parts, frames, mask=masks)
+    for got, want in zip(refine(parts, with_alpha(frames), mask=masks), refined):
+        assert torch.equal(got, want)
+    for got, want in zip(refine(parts, grey, mask=masks), refine(parts, grey.expand(-1, -1, -1, 3), mask=masks)):
+        assert torch.equal(got, want)
+
+
+def test_tiled_refine_takes_grey_and_rgba_frames(parts):
+    frames = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(8))
+    grey = frames.mean(dim=-1, keepdim=True)
+    assert torch.equal(tiled_refine(parts, with_alpha(frames)), tiled_refine(parts, frames))
+    assert torch.equal(tiled_refine(parts, grey), tiled_refine(parts, grey.expand(-1, -1, -1, 3)))
+
+
 @pytest.mark.parametrize("crop_mode", ["union", "per_frame_smoothed"])
 def test_face_refine_changes_only_the_face(parts, astronaut_frames, crop_mode):
     image, paste_mask, before, after = refine(parts, astronaut_frames, crop_mode=crop_mode)

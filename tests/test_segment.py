@@ -40,6 +40,14 @@ def run(inproc, images, **overrides):
         return inproc.pack.nodes.segment.VCDPromptSegment.execute(images, **options)
 
 
+def test_node_takes_grey_and_rgba_images(inproc, model_dirs, images):
+    masks, preview = run(inproc, images).result
+    rgba = torch.cat([images, torch.rand(*images.shape[:-1], 1, generator=torch.Generator().manual_seed(0))], dim=-1)
+    assert all(torch.equal(a, b) for a, b in zip(run(inproc, rgba).result, (masks, preview)))
+    grey = images.mean(dim=-1, keepdim=True)
+    assert all(torch.equal(a, b) for a, b in zip(run(inproc, grey).result, run(inproc, grey.expand(-1, -1, -1, 3)).result))
+
+
 def test_core_functions_give_boxes_and_masks(models, images):
     _, dino, sam = models
     model, processor = segment.load_grounding_dino(dino)
