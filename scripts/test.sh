@@ -12,6 +12,8 @@ else
   hosts=(0.3.75)
   [ -f "$root/../shared/vendor/comfyui-0.33.0.tar.gz" ] && hosts+=(0.33.0)
 fi
+# chromium + npm playwright-core for the real-frontend tests (installed once; the tests say why if missing)
+source "$root/scripts/browser.sh"
 status=0
 for host in "${hosts[@]}"; do
   start=$SECONDS rc=0
