@@ -80,15 +80,22 @@ def checkpointed_blocks(model) -> list[torch.nn.Module]:
     return [m for m in model.model.diffusion_model.modules() if type(m).__name__ in CHECKPOINTED_BLOCKS]
 
 
-def denoiser_from_model(model):
-    """``(denoise(x_t, t, context) -> eps, alphas_cumprod)`` from an SD1.5 epsilon MODEL, loaded like core's trainer."""
+def check_epsilon_model(model) -> None:
+    """Refuse a MODEL that does not predict epsilon (v-prediction, flow...), before any work is done."""
     import comfy.model_base
+
+    model_type = getattr(model.model, "model_type", None)
+    if model_type != comfy.model_base.ModelType.EPS:
+        raise ValueError("model: identity training needs an SD1.5 epsilon-prediction checkpoint "
+                         f"(this MODEL predicts {model_type or 'something else'}).")
+
+
+def denoiser_from_model(model):
+    """``(denoise(x_t, t, context) -> eps, alphas_cumprod)`` from an SD1.5 epsilon MODEL (see
+    ``check_epsilon_model``), loaded like core's trainer."""
     import comfy.model_management
 
     base = model.model
-    if getattr(base, "model_type", None) != comfy.model_base.ModelType.EPS:
-        raise ValueError("model: identity training needs an SD1.5 epsilon-prediction checkpoint "
-                         f"(this MODEL predicts {getattr(base, 'model_type', 'something else')}).")
     comfy.model_management.load_models_gpu([model], memory_required=1e20, force_full_load=True)
     unet = base.diffusion_model
     unet.requires_grad_(False)
@@ -225,6 +232,7 @@ class VCDTrainIdentity(io.ComfyNode):
         images = as_rgb(images, "images")
         if clip_width(clip) != SD15_WIDTH:
             raise ValueError(f"clip: its token width is {clip_width(clip)}, not SD1.5's {SD15_WIDTH}.")
+        check_epsilon_model(model)
         config = identity.TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed)
         class_word = class_word.strip()
         photos, photo_masks = usable_references(images, masks)
@@ -361,7 +369,7 @@ class VCDIdentityEncode(io.ComfyNode):
             encoder = text_encoder_from_clip(clip, comfy.model_management.text_encoder_device())
             try:
                 with torch.no_grad():
-                    cond = encoder(identity.vectors.to(encoder.lookup.table.device), [text])
+                    cond, pooled = encoder.encode(identity.vectors.to(encoder.lookup.table.device), [text])
             except ValueError as error:
                 raise ValueError(f"text: {error}") from None
-        return io.NodeOutput([[cond.float().cpu(), {}]])
+        return io.NodeOutput([[cond.float().cpu(), {"pooled_output": pooled.float().cpu()}]])

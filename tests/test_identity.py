@@ -74,9 +74,27 @@ def test_train_round_trip_through_core_clip_text_encode(inproc, embeddings_dir, 
     ours = text_path(inproc, clip)(on_disk.vectors, [f"a photo of {IDENTITY} woman"])
     torch.testing.assert_close(ours, core, atol=1e-5, rtol=1e-5)
     with torch.inference_mode():  # the identity output, wired straight into VCD Identity Text Encode
-        [[direct, _]] = inproc.pack.nodes.identity.VCDIdentityEncode.execute(
+        [[direct, extras]] = inproc.pack.nodes.identity.VCDIdentityEncode.execute(
             clip, trained, f"a photo of {IDENTITY} woman").result[0]
     torch.testing.assert_close(direct, core, atol=1e-5, rtol=1e-5)
+    [[core_cond, core_extras]] = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of embedding:astro woman"))
+    assert set(extras) == set(core_extras) == {"pooled_output"}  # what core CLIPTextEncode gives
+    torch.testing.assert_close(extras["pooled_output"], core_extras["pooled_output"], atol=1e-5, rtol=1e-5)
+    assert extras["pooled_output"].shape == (1, 768)
+
+
+def test_identity_encode_matches_core_under_clip_skip(inproc, embeddings_dir):
+    """Clip skip changes the conditioning's layer, never the pooled output's (core pools the last layer)."""
+    vectors = torch.randn(3, 768, generator=torch.Generator().manual_seed(4)) * 0.02
+    embedding_io.write_embedding(embeddings_dir, "ann", embedding_io.Embedding(vectors))
+    clip = inproc.tiny.tiny_clip(0, (str(embeddings_dir),)).clone()
+    clip.clip_layer(-2)
+    [[core, core_extras]] = clip.encode_from_tokens_scheduled(clip.tokenize("embedding:ann at the beach"))
+    with torch.inference_mode():
+        [[cond, extras]] = inproc.pack.nodes.identity.VCDIdentityEncode.execute(
+            clip, embedding_io.Embedding(vectors), f"{IDENTITY} at the beach").result[0]
+    torch.testing.assert_close(cond, core, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(extras["pooled_output"], core_extras["pooled_output"], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("text, message", [("a photo of a man", "where the person goes"),
@@ -292,6 +310,53 @@ def test_other_model_families_are_refused(inproc, embeddings_dir, photos):
     finally:
         model.model.model_type = comfy.model_base.ModelType.EPS
     assert not any(embeddings_dir.rglob("*"))
+
+
+def test_model_family_is_checked_before_any_view_is_encoded(inproc, embeddings_dir, photos, monkeypatch):
+    import comfy.model_base
+
+    vae, model = inproc.tiny.tiny_vae(0), inproc.tiny.tiny_model(0)
+    encoded = []
+    real_encode = vae.encode
+    monkeypatch.setattr(vae, "encode", lambda pixels: encoded.append(tuple(pixels.shape)) or real_encode(pixels))
+    monkeypatch.setattr(model.model, "model_type", comfy.model_base.ModelType.V_PREDICTION)
+    with pytest.raises(ValueError, match="model: .*epsilon"):
+        train(inproc, inproc.tiny.tiny_clip(0), photos)
+    assert encoded == []  # refused before the minutes of VAE work on real photos
+
+
+def test_a_diverged_run_is_refused_and_writes_nothing(inproc, embeddings_dir, photos, monkeypatch):
+    """A NaN in the UNet (a broken checkpoint, an fp16 overflow) makes NaN vectors: stop, say so, write nothing."""
+    weight = inproc.tiny.tiny_model(0).model.diffusion_model.out[-1].weight
+    monkeypatch.setattr(weight, "data", torch.full_like(weight, float("nan")))
+    with pytest.raises(ValueError, match="step 1 of 3.*nothing is saved.*learning_rate"):
+        train(inproc, inproc.tiny.tiny_clip(0), photos, steps=3, name="diverged")
+    assert not any(embeddings_dir.rglob("*.safetensors"))
+
+
+def test_training_stops_at_the_first_step_with_non_finite_vectors():
+    """The pure loop stops at the step the vectors stop being finite, naming it (not 200 steps later)."""
+    calls = []
+
+    def denoise(x_t, t, context):
+        calls.append(1)
+        return x_t * 0 + context.mean() * (float("nan") if len(calls) >= 2 else 1.0)
+
+    def encode_text(vectors, prompts):
+        return vectors.mean(0).expand(len(prompts), 77, -1)
+
+    latents, masks = torch.zeros(2, 4, 8, 8), torch.ones(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="diverged at step 2 of 50"):
+        identity.train_identity(encode_text, denoise, latents, masks, ["a", "b"], torch.zeros(4, 16),
+                                identity.sd_alphas_cumprod(), identity.TrainConfig(steps=50, batch_size=1))
+    assert len(calls) == 2
+
+
+def test_non_finite_vectors_are_never_written(tmp_path):
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="vectors are not finite"):
+            embedding_io.write_embedding(tmp_path, "bad", embedding_io.Embedding(torch.full((4, 768), bad)))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_existing_name_needs_overwrite(inproc, embeddings_dir, photos):

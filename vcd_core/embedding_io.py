@@ -160,9 +160,11 @@ def _link_new(temp: str, target: Path) -> None:
 
 def write_embedding(folder: str | os.PathLike, name: str, embedding: Embedding, overwrite: bool = False) -> Path:
     """Write ``folder/NAME.safetensors`` atomically (temp file, fsync, link or rename, fsync the folder); never
-    replace an existing file, even one created while writing, unless ``overwrite``."""
+    replace an existing file, even one created while writing, unless ``overwrite``; non-finite vectors are refused."""
     folder = Path(folder)
     target = folder / f"{check_name(name)}.safetensors"
+    if not bool(torch.isfinite(embedding.vectors).all()):
+        raise ValueError(f"{target.name}: the vectors are not finite (NaN/inf), so nothing was written.")
     if target.exists() and not overwrite:
         raise _exists_error(target)
     folder.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,8 @@ from .text_encoder import IDENTITY
 
 __all__ = [
     "RARE_TOKENS", "TrainConfig", "Views", "center_square", "augment_view", "make_views", "latent_masks",
-    "masked_mse", "sd_alphas_cumprod", "init_vectors", "train_identity", "TrainResult", "gradient_checkpointing",
+    "masked_mse", "sd_alphas_cumprod", "init_vectors", "train_identity", "TrainResult", "TrainingDiverged",
+    "gradient_checkpointing",
 ]
 
 RARE_TOKENS = ("ktn", "pll", "ucd", "ucd")  # the authors' initialisation words, cycled for more tokens
@@ -189,6 +190,10 @@ def gradient_checkpointing(modules: Iterable[torch.nn.Module]) -> Iterator[None]
                 module.forward = own
 
 
+class TrainingDiverged(ValueError):
+    """The identity vectors stopped being finite: the run cannot recover."""
+
+
 @dataclass
 class TrainResult:
     vectors: torch.Tensor
@@ -212,7 +217,8 @@ def train_identity(
     and ``prompts`` (V captions with ``{identity}``) are the cached views. Each step draws
     ``batch_size`` views, t uniform over the schedule, noise with the offset, and takes one
     AdamW step on the masked loss (``full_mask_probability`` of samples use the whole image).
-    ``callback(step, loss)`` runs after each step; an exception there stops training cleanly.
+    ``callback(step, loss)`` runs after each step; an exception there stops training cleanly. Vectors that
+    stop being finite raise ``TrainingDiverged`` at that step (a skipped fp16 step with an inf loss does not).
     """
     if len(prompts) != latents.shape[0] or masks.shape[0] != latents.shape[0]:
         raise ValueError(f"{latents.shape[0]} latents, {masks.shape[0]} masks and {len(prompts)} prompts: counts differ")
@@ -244,6 +250,11 @@ def train_identity(
         else:
             loss.backward()
             optimizer.step()
+        if not bool(torch.isfinite(vectors.detach()).all()):
+            raise TrainingDiverged(
+                f"training diverged at step {step + 1} of {config.steps}: the identity vectors are no longer finite "
+                f"(NaN/inf), so the run stopped and nothing is saved. Lower learning_rate (now {config.learning_rate}) "
+                "or check the model and photos.")
         losses.append(float(loss.detach()))
         if callback is not None:
             callback(step, losses[-1])

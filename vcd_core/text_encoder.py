@@ -129,6 +129,11 @@ class IdentityTextEncoder:
 
     def __call__(self, vectors: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """Conditioning ``[len(prompts), 77, D]`` with ``vectors`` ``[N, D]`` as the identity tokens."""
+        return self.encode(vectors, prompts)[0]
+
+    def encode(self, vectors: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conditioning ``[B, 77, D]`` and the pooled output ``[B, D]``: the last layer's end-token state after the
+        final layer norm, whatever the clip skip, unprojected (ComfyUI's ``pooled_output`` for SD1.5)."""
         device = self.lookup.table.device
         input_ids = torch.stack([self.tokenize(p, vectors.shape[0]) for p in prompts]).to(device)
         self.lookup.vectors = (vectors,)
@@ -136,12 +141,13 @@ class IdentityTextEncoder:
             out = self.model(input_ids=input_ids, output_hidden_states=self.layer_idx is not None)
         finally:
             self.lookup.vectors = ()
+        pooled = out.pooler_output  # at the first end token: the placeholders' ids lie past the vocabulary
         if self.layer_idx is None:
-            return out.last_hidden_state
+            return out.last_hidden_state, pooled
         # hidden_states[0] is the embedding output; ComfyUI's layer i (0-based) is hidden_states[i + 1].
         layers = len(out.hidden_states) - 1
         index = self.layer_idx % layers
-        return text_transformer(self.model).final_layer_norm(out.hidden_states[index + 1])
+        return text_transformer(self.model).final_layer_norm(out.hidden_states[index + 1]), pooled
 
     def to(self, device: torch.device | str) -> "IdentityTextEncoder":
         self.model.to(device)
