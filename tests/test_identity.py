@@ -352,6 +352,31 @@ def test_training_stops_at_the_first_step_with_non_finite_vectors():
     assert len(calls) == 2
 
 
+def loop_vectors(masks, **config):
+    """The training loop on a tiny pure denoiser whose prediction depends on the vectors."""
+    def denoise(x_t, t, context):
+        return x_t * context.mean(dim=(1, 2))[:, None, None, None] + context[:, :4, :1, None]
+
+    def encode_text(vectors, prompts):
+        return vectors.mean(0).expand(len(prompts), 77, -1)
+
+    latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    options = dict(steps=5, batch_size=2, learning_rate=0.05, seed=1, **config)
+    return identity.train_identity(encode_text, denoise, latents, masks, ["a", "b", "c"], torch.full((2, 8), 0.5),
+                                   identity.sd_alphas_cumprod(), identity.TrainConfig(**options)).vectors
+
+
+def test_the_loop_uses_the_masks_the_unmasked_share_and_the_noise_offset():
+    """Each part of the recipe changes the result: masks, the 5% of samples trained unmasked, the noise offset."""
+    half, ones = torch.zeros(3, 1, 8, 8), torch.ones(3, 1, 8, 8)
+    half[..., :4] = 1
+    masked = loop_vectors(half, full_mask_probability=0.0)
+    assert torch.equal(loop_vectors(half, full_mask_probability=0.0), masked)  # deterministic per seed
+    assert not torch.allclose(loop_vectors(ones, full_mask_probability=0.0), masked)
+    assert torch.equal(loop_vectors(half, full_mask_probability=1.0), loop_vectors(ones, full_mask_probability=1.0))
+    assert not torch.allclose(loop_vectors(half, full_mask_probability=0.0, noise_offset=0.0), masked)
+
+
 def test_non_finite_vectors_are_never_written(tmp_path):
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ValueError, match="vectors are not finite"):
