@@ -85,8 +85,8 @@ def test_sam_size_is_read_from_the_weights(models):
 
 @pytest.mark.parametrize("overrides, error, message", [
     (dict(prompt="  "), ValueError, "prompt"),
-    (dict(grounding_dino_model="nothing-here"), FileNotFoundError, "grounding_dino_model"),
-    (dict(sam_model="sam_vit_h_4b8939.pth"), FileNotFoundError, "sam_model"),
+    (dict(grounding_dino_model="nothing-here"), ValueError, "grounding_dino_model 'nothing-here' is not one of"),
+    (dict(sam_model="sam_vit_h_4b8939.pth"), ValueError, "sam_model 'sam_vit_h_4b8939.pth' is not one of"),
     (dict(box_mode="all"), ValueError, "box_mode"),
 ])
 def test_bad_inputs_get_clear_errors(inproc, model_dirs, images, overrides, error, message):
