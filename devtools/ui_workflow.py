@@ -80,7 +80,9 @@ def api_to_ui(api: dict, schemas: dict) -> dict:
                     widgets.append("fixed")
         column = depth[nid]
         y = rows.get(column, 60.0)
-        height = 60 + 26 * (len(inputs) + len(widgets) + len(spec["output"]))
+        # the frontend draws a socket for every input that is not a widget, linked or not
+        free = [name for name, entry in _ordered_inputs(spec) if not _is_widget(entry) and name not in node["inputs"]]
+        height = 60 + 26 * (len(inputs) + len(free) + len(widgets) + len(spec["output"]))
         rows[column] = y + height + 40
         nodes.append({
             "id": int(nid), "type": node["class_type"], "pos": [60 + 380 * column, y], "size": [340, height],
