@@ -154,3 +154,51 @@ def test_authors_mode_equals_fresh_multivariate_normal_draw(gamma):
 def test_authors_mode_survives_gamma_one():
     noise = noise_prior.authors_noise(6, 4, 8, 8, gamma=1.0, seed=0)
     assert torch.equal(noise[0], noise[5]) and noise.shape == (6, 4, 8, 8)
+
+
+def test_covariance_is_exactly_gamma_to_the_lag_in_the_requested_dtype():
+    expected = torch.tensor([[0.1 ** abs(m - n) for n in range(4)] for m in range(4)], dtype=torch.float64)
+    assert torch.equal(noise_prior.frame_covariance(4, 0.1), expected)
+    assert noise_prior.frame_covariance(4, 0.1, dtype=torch.float32).dtype == torch.float32
+
+
+def test_chain_starts_from_the_generators_own_draws_one_per_frame():
+    """Frame 0 is the first randn draw, frame 1 is gamma * frame 0 + sqrt(1 - gamma^2) * the second."""
+    gen = torch.Generator().manual_seed(9)
+    e0, e1 = torch.randn((2, 3), generator=gen), torch.randn((2, 3), generator=gen)
+    noise = noise_prior.correlated_noise(2, (2, 3), 0.6, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(noise[0], e0)
+    torch.testing.assert_close(noise[1], 0.6 * e0 + 0.8 * e1)
+    one = noise_prior.correlated_noise(1, (2, 3), 0.6, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(one, e0[None])
+
+
+def test_zero_frames_are_refused_by_name():
+    with pytest.raises(ValueError, match="num_frames must be at least 1"):
+        noise_prior.correlated_noise(0, (2, 3), 0.5, generator=torch.Generator())
+
+
+def test_device_request_is_honoured():
+    out = noise_prior.correlated_noise(2, (2, 3), 0.5, generator=torch.Generator(), device="meta")
+    assert out.device.type == "meta"
+
+
+def test_a_latent_without_a_frame_axis_is_refused_naming_its_shape():
+    with pytest.raises(ValueError, match=r"batch/frame dimension \(got shape \(4,\)\)"):
+        noise_prior.correlated_noise_like(torch.zeros(4), 0.5, seed=0)
+    assert noise_prior.correlated_noise_like(torch.zeros((3, 4)), 0.5, seed=0).shape == (3, 4)
+
+
+@pytest.mark.parametrize("shape, what", [((2, 4, 8, 8), "2 latent frames"), ((2, 4, 3, 8, 8), "2 video latents")])
+def test_batch_index_length_error_names_the_layout(shape, what):
+    with pytest.raises(ValueError, match=f"batch_index has 1 entries for {what}:"):
+        noise_prior.correlated_noise_like(torch.zeros(shape), 0.4, seed=5, batch_index=[0])
+
+
+def test_batch_index_may_start_at_zero_and_skip_rows():
+    full = noise_prior.correlated_noise_like(torch.zeros((3, 2, 4, 4)), 0.4, seed=5)
+    assert torch.equal(noise_prior.correlated_noise_like(torch.zeros((2, 2, 4, 4)), 0.4, 5, [0, 2]), full[[0, 2]])
+
+
+def test_video_noise_takes_the_latents_dtype():
+    assert noise_prior.correlated_noise_like(torch.zeros((1, 2, 3, 4, 4), dtype=torch.float16), 0.4, 5).dtype == torch.float16
