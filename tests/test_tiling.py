@@ -123,7 +123,7 @@ def test_bad_tiling_is_rejected(tile, overlap):
         tiling.tile_plan(64, 64, tile, overlap)
 
 
-@pytest.mark.parametrize("height, width", [(7, 7), (60, 100), (64, 64), (1, 9)])
+@pytest.mark.parametrize("height, width", [(7, 7), (60, 100), (64, 64), (1, 9), (64, 60), (60, 64)])
 def test_frames_pad_by_replication_to_a_multiple_of_8(height, width):
     frames = torch.rand(2, height, width, 3, generator=torch.Generator().manual_seed(0))
     padded = tiling.pad_to_multiple(frames, 8)
@@ -131,3 +131,86 @@ def test_frames_pad_by_replication_to_a_multiple_of_8(height, width):
     assert torch.equal(padded[:, :height, :width], frames)
     assert torch.equal(padded[:, height:, :width], frames[:, -1:].expand(-1, padded.shape[1] - height, -1, -1))
     assert torch.equal(padded[:, :, width:], padded[:, :, width - 1:width].expand(-1, -1, padded.shape[2] - width, -1))
+
+
+def test_one_pixel_tiles_and_abutting_tiles_are_valid_plans():
+    assert tiling.tile_plan(2, 3, 1, 0) == [Box(y, y + 1, x, x + 1) for y in range(2) for x in range(3)]
+    plan = tiling.tile_plan(32, 32, 16, 0)
+    assert plan == [Box(0, 16, 0, 16), Box(0, 16, 16, 32), Box(16, 32, 0, 16), Box(16, 32, 16, 32)]
+    assert all(torch.equal(w, torch.ones(16, 16)) for w in tiling.blend_weights(plan, 32, 32, 0))
+
+
+def test_ramps_span_overlap_pixels_from_each_inner_edge_only():
+    """Tiles at rows 0 and 4 of 20 (tile 16, overlap 8) overlap by 12 rows: hand-computed weights."""
+    plan = tiling.tile_plan(20, 16, 16, 8)
+    assert [t.y0 for t in plan] == [0, 4]
+    top, bottom = (w[:, 0].double() for w in tiling.blend_weights(plan, 20, 16, 8))
+    # bottom's rise (k + 0.5) / 8 from row 4, top's fall from row 8; neither ramps at the frame border.
+    expected = {0: 1 / 17, 4: 9 / 24, 7: 15 / 24, 11: 16 / 17, 12: 1.0, 15: 1.0}
+    torch.testing.assert_close(bottom[list(expected)], torch.tensor(list(expected.values()), dtype=torch.float64), rtol=0, atol=1e-6)
+    torch.testing.assert_close(top[:5], torch.tensor([1.0, 1, 1, 1, 16 / 17]).double(), rtol=0, atol=1e-6)
+
+
+def test_ramp_is_overlap_pixels_wide_even_when_tiles_overlap_more():
+    """Overlap 1 ramps one pixel (weight 1/2) although the tiles share 12 rows; a tile starting at row 1 ramps too."""
+    plan = tiling.tile_plan(20, 16, 16, 1)
+    assert [t.y0 for t in plan] == [0, 4]
+    assert float(tiling.blend_weights(plan, 20, 16, 1)[1][0, 0]) == pytest.approx(1 / 3)
+    plan = tiling.tile_plan(17, 16, 16, 4)
+    assert [t.y0 for t in plan] == [0, 1]
+    assert float(tiling.blend_weights(plan, 17, 16, 4)[1][0, 0]) == pytest.approx(1 / 9)
+
+
+def test_a_plan_with_a_gap_is_refused():
+    with pytest.raises(ValueError, match="^tile plan does not cover the frame$"):
+        tiling.blend_weights([Box(0, 4, 0, 4)], 8, 8, 0)
+
+
+def test_one_full_frame_tile_returns_the_functions_own_output():
+    x, answer = torch.zeros(1, 2, 3, 8, 10), torch.ones(5)
+    assert tiling.tiled_apply(lambda t, n: answer, x, [Box(0, 8, 0, 10)], [torch.ones(8, 10)]) is answer
+
+
+def test_a_single_partial_tile_writes_only_its_window():
+    x = torch.ones(1, 1, 4, 6)
+    out = tiling.tiled_apply(lambda t, n: t * 3, x, [Box(1, 3, 2, 5)], [torch.full((2, 3), 0.5)])
+    expected = torch.zeros(1, 1, 4, 6)
+    expected[..., 1:3, 2:5] = 1.5
+    assert torch.equal(out, expected)
+
+
+def test_video_latents_tile_over_their_last_two_dims():
+    """``[B, C, T, H, W]``: a per-pixel denoiser tiled over a 5-D latent gives the untiled result."""
+    x = torch.randn(1, 2, 3, 20, 28, generator=torch.Generator().manual_seed(0))
+    out = tiling.tiled(lambda t, s: torch.tanh(t) * s, tile=12, overlap=4)(x, 2.0)
+    torch.testing.assert_close(out, torch.tanh(x) * 2.0, rtol=0, atol=1e-6)
+
+
+def test_weights_follow_the_tiles_device():
+    x = torch.empty(1, 1, 24, 24, device="meta")
+    plan = tiling.tile_plan(24, 24, 16, 8)
+    assert tiling.tiled_apply(lambda t, n: t, x, plan, tiling.blend_weights(plan, 24, 24, 8)).device.type == "meta"
+
+
+def test_per_frame_tensors_repeat_for_stacked_tiles_and_others_pass_through():
+    sigma, cond = torch.arange(3.0), torch.arange(12.0).view(3, 2, 2)
+    assert torch.equal(tiling.repeat_per_frame(sigma, 3, 2), torch.tensor([0.0, 1, 2, 0, 1, 2]))
+    assert torch.equal(tiling.repeat_per_frame(cond, 3, 2), torch.cat([cond, cond]))
+    assert tiling.repeat_per_frame(sigma, 3, 1) is sigma
+    assert tiling.repeat_per_frame(cond[:1], 3, 2).shape == (1, 2, 2)  # one cond for every frame
+    scalar = torch.tensor(0.5)
+    assert tiling.repeat_per_frame(scalar, 3, 2) is scalar
+
+
+def test_tile_batch_stacks_tiles_per_call_with_per_frame_args_and_keywords():
+    x, sigma, cond = torch.randn(4, 2, 20, 28), torch.rand(4), torch.randn(2, 20, 28)
+    calls = []
+
+    def denoiser(t, s, c, scale=1.0):
+        calls.append(t.shape[0])
+        return plain_denoiser(t, s, 0.0) * scale
+
+    out = tiling.tiled(denoiser, tile=12, overlap=4, tile_batch=3)(x, sigma, cond, scale=2.0)
+    plan = tiling.tile_plan(20, 28, 12, 4)
+    assert calls == [12] * (len(plan) // 3) + [4 * (len(plan) % 3)] * bool(len(plan) % 3)
+    torch.testing.assert_close(out, plain_denoiser(x, sigma, 0.0) * 2.0, rtol=0, atol=1e-6)
