@@ -270,3 +270,32 @@ def test_evaluate_node_on_the_server(host, tmp_path):
     bad = host.run(graph)
     message = json.dumps(bad.node_errors) if bad.http_status == 400 else bad.execution_error["exception_message"]
     assert not bad.ok and "dino_model" in message
+
+
+def mean_colour(images: torch.Tensor) -> torch.Tensor:
+    """A hand-checkable image encoder: each image's mean colour ``[N, 3]``."""
+    return images.mean(dim=(1, 2))
+
+
+def colour_images(*colours) -> torch.Tensor:
+    return torch.tensor(colours).view(len(colours), 1, 1, 3).expand(-1, 3, 1, -1)  # 3 x 1 pixels
+
+
+def test_score_video_by_hand_with_a_colour_encoder():
+    """Red then green frames vs a red and a half-bright green reference, prompt feature red."""
+    frames, refs = colour_images([1.0, 0, 0], [0, 1.0, 0]), colour_images([1.0, 0, 0], [0, 0.5, 0])
+    scores = metrics.score_video(frames, refs, "a man", mean_colour, mean_colour, lambda p: torch.tensor([[1.0, 0, 0]]))
+    assert scores.pop("per_frame_dino") == pytest.approx([0.5, 0.5]) and scores.pop("per_pair_consistency") == [0.0]
+    assert scores == pytest.approx({
+        "dino": 0.5, "clip_i": 0.5, "clip_t": 0.5, "temporal_consistency": 0.0, "motion": 2 / 3, "frames": 2,
+    })
+
+
+@pytest.mark.parametrize("frames, refs, prompt, message", [
+    (colour_images(), colour_images([1.0, 0, 0]), "a man", r"^image: the video has no frames; give at least one\.$"),
+    (colour_images([1.0, 0, 0]), colour_images(), "a man", r"^references: give at least one reference image of the identity\.$"),
+    (colour_images([1.0, 0, 0]), colour_images([1.0, 0, 0]), " ", r"^prompt: CLIP-T needs the prompt the video was generated from \(it is empty\)\.$"),
+])
+def test_score_video_refuses_missing_inputs_by_name(frames, refs, prompt, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.score_video(frames, refs, prompt, mean_colour, mean_colour, lambda p: torch.ones(1, 3))
