@@ -65,6 +65,8 @@ def frontend(host, tmp_path_factory):
     try:
         page = Frontend(host.url, tmp_path_factory.mktemp("browser"))
     except BrowserMissing as missing:
+        if os.environ.get("VCD_REQUIRE_BROWSER") == "1":  # CI: a missing browser is a failure, not a skip
+            pytest.fail(f"{missing} (VCD_REQUIRE_BROWSER=1)", pytrace=False)
         pytest.skip(f"{missing} (the real-frontend tests need it)")
     yield page
     page.close()
