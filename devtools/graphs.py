@@ -33,24 +33,44 @@ def without_animatediff(graph: dict) -> dict:
 
 
 def tinyize(graph: dict, *, size: int = 64, frames: int = 8, steps: int = 2, seed: int = 0) -> dict:
-    """The same graph on tiny seeded models at a small size, few frames, few steps and small tiles/crops.
-
-    An upscale model (no weights here) becomes a plain 4x resize of the same factor.
-    """
+    """The same graph on tiny seeded models at a small size, few frames, few steps and small tiles/crops,
+    without AnimateDiff-Evolved's nodes. An upscale model (no weights here) becomes a plain resize."""
     graph = without_animatediff(graph)
+    for node in graph.values():
+        if node["class_type"] == "CheckpointLoaderSimple":
+            node["class_type"], node["inputs"] = TINY_CHECKPOINT, {"seed": seed}
+    return _shrink(graph, size=size, frames=frames, steps=steps, tile=(64, 16), upscale=4.0, max_crop=128)
+
+
+def shrink_keeping_ade(graph: dict, checkpoint: str, motion_model: str, *, size: int = 64, frames: int = 8,
+                       steps: int = 1) -> dict:
+    """The same graph with its AnimateDiff-Evolved nodes kept: only the checkpoint and motion-model file
+    names, the upscale model (a plain 2x resize: full-width models are slow on a CPU), sizes, frame counts
+    and step counts change."""
+    graph = copy.deepcopy(graph)
+    for node in graph.values():
+        if node["class_type"] == "CheckpointLoaderSimple":
+            node["inputs"]["ckpt_name"] = checkpoint
+        if node["class_type"] == "ADE_LoadAnimateDiffModel":
+            node["inputs"]["model_name"] = motion_model
+    return _shrink(graph, size=size, frames=frames, steps=steps, tile=(64, 16), upscale=2.0, max_crop=64)
+
+
+def _shrink(graph: dict, *, size: int, frames: int, steps: int, tile: tuple[int, int], upscale: float,
+            max_crop: int) -> dict:
+    """In place: small latents, ``frames`` video frames, at most ``steps`` steps, ``tile`` (size, overlap)
+    tiles, face crops of 64 to ``max_crop`` px; an upscale model becomes a resize by ``upscale``."""
     for nid in [nid for nid, node in graph.items() if node["class_type"] == "UpscaleModelLoader"]:
         del graph[nid]
     for node in graph.values():
         kind, inputs = node["class_type"], node["inputs"]
-        if kind == "CheckpointLoaderSimple":
-            node["class_type"], node["inputs"] = TINY_CHECKPOINT, {"seed": seed}
         if kind == "ImageUpscaleWithModel":
             node["class_type"] = "ImageScaleBy"
-            node["inputs"] = {"image": inputs["image"], "upscale_method": "bilinear", "scale_by": 4.0}
+            node["inputs"] = {"image": inputs["image"], "upscale_method": "bilinear", "scale_by": upscale}
         if "tile_size" in inputs:
-            inputs.update(tile_size=64, overlap=16)
+            inputs.update(tile_size=tile[0], overlap=tile[1])
         if "guide_size" in inputs:
-            inputs.update(guide_size=64, max_size=128)
+            inputs.update(guide_size=64, max_size=max_crop)
         if kind in ("EmptyLatentImage", "VCD3DGaussianNoiseLatent"):
             inputs.update(width=size, height=size)
             count = "batch_size" if kind == "EmptyLatentImage" else "frames"
@@ -60,9 +80,8 @@ def tinyize(graph: dict, *, size: int = 64, frames: int = 8, steps: int = 2, see
             inputs.update(grounding_dino_model=TINY_GROUNDING_DINO, sam_model=TINY_SAM)
         if kind == "VCDTrainIdentity":
             inputs.update(resolution=size)
-        for key in ("steps",):
-            if key in inputs and not isinstance(inputs[key], list):
-                inputs[key] = min(inputs[key], steps)
+        if "steps" in inputs and not isinstance(inputs["steps"], list):
+            inputs["steps"] = min(inputs["steps"], steps)
     return graph
 
 

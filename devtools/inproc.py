@@ -21,8 +21,8 @@ def load_package(name: str, path: Path) -> ModuleType:
     return module
 
 
-def load_comfy(comfyui_dir: str | Path) -> SimpleNamespace:
-    """ComfyUI on the CPU; returns the pack (``vcd``) and the tiny-model module."""
+def import_comfy(comfyui_dir: str | Path) -> None:
+    """Make ComfyUI's modules importable here, running on the CPU."""
     comfyui_dir = str(comfyui_dir)
     if comfyui_dir not in sys.path:
         # ComfyUI's top-level modules (nodes, server, folder_paths...) must win over the repo's folders.
@@ -32,6 +32,10 @@ def load_comfy(comfyui_dir: str | Path) -> SimpleNamespace:
     args.cpu = True  # before comfy.model_management: a CUDA torch build on a machine without a GPU
     import comfy.model_management  # noqa: F401
 
+
+def load_comfy(comfyui_dir: str | Path) -> SimpleNamespace:
+    """ComfyUI on the CPU; returns the pack (``vcd``) and the tiny-model module."""
+    import_comfy(comfyui_dir)
     pack = load_package("vcd", REPO)
     test_pack = load_package("vcd_test_pack", REPO / "tests" / "vcd_test_pack")
     return SimpleNamespace(pack=pack, tiny=test_pack.tiny)

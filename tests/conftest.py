@@ -39,14 +39,46 @@ def inproc() -> SimpleNamespace:
 
 
 @pytest.fixture(scope="session")
-def host(tmp_path_factory):
-    """One real ComfyUI server for the whole session (fails loudly if a pack does not import)."""
+def ade_models() -> dict[str, Path] | None:
+    """With the real AnimateDiff-Evolved beside the clone: the seeded random full-width SD1.5 checkpoint and
+    motion modules (``devtools.ade_models``; built once, cached outside the clone). None without it."""
+    from devtools.host import ade_available
+
+    if not ade_available():
+        return None
+    from devtools.ade_models import ensure_models
+
+    return ensure_models(_require_comfyui(), sys.executable)
+
+
+@pytest.fixture(scope="session")
+def host(tmp_path_factory, ade_models):
+    """One real ComfyUI server for the whole session (fails loudly if a pack does not import), with
+    AnimateDiff-Evolved and its test models when ../shared is there."""
+    from devtools.ade_models import link_models
     from devtools.host import ComfyHost
 
     server = ComfyHost(_require_comfyui(), tmp_path_factory.mktemp("comfyui"), python=sys.executable)
+    if ade_models is not None:
+        link_models(server.models_dir, ade_models)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def shipped(ade_models):
+    """Make a shipped API graph runnable here: with the real AnimateDiff-Evolved, its ADE nodes kept on the
+    seeded full-width models (graphs.shrink_keeping_ade); without it, on the tiny models minus ADE (graphs.tinyize)."""
+    from devtools import graphs
+
+    def make(name: str, frames: int = 8) -> dict:
+        graph = graphs.load_api(name)
+        if ade_models is None:
+            return graphs.tinyize(graph, frames=frames)
+        return graphs.shrink_keeping_ade(graph, ade_models["checkpoint"].name, ade_models["motion_v2"].name, frames=frames)
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ import numpy as np
 import skimage.data
 from PIL import Image, ImageSequence
 
-from devtools import graphs
 
 
 def frames_of(path):
@@ -12,33 +11,33 @@ def frames_of(path):
         return [frame.convert("RGB").copy() for frame in ImageSequence.Iterator(animation)]
 
 
-def test_full_pipeline_writes_a_video_at_twice_the_size(host):
-    graph = graphs.tinyize(graphs.load_api("full_pipeline"), size=64, frames=8, steps=2)
+def test_full_pipeline_writes_a_video_upscaled_as_the_graph_says(host, shipped):
+    graph = shipped("full_pipeline", frames=8)
     result = host.run(graph)
     assert result.ok, result.describe()
     [video] = host.output_files(result)
     frames = frames_of(video)
-    assert len(frames) == 8 and frames[0].size == (128, 128)
+    side = round(64 * graph["16"]["inputs"]["scale_by"] * graph["17"]["inputs"]["scale_by"])  # upscale, then 0.5
+    assert len(frames) == 8 and frames[0].size == (side, side)
 
 
-def test_refine_video_workflow_refines_the_face_of_loaded_frames(host):
+def test_refine_video_workflow_refines_the_face_of_loaded_frames(host, shipped):
     photo = Image.fromarray(skimage.data.astronaut()[:256, 96:352])
-    clip = [photo.rotate(0, translate=(2 * i, 0)) for i in range(4)]
+    clip = [photo.rotate(0, translate=(2 * i, 0)) for i in range(8)]
     clip[0].save(host.input_dir / "vcd_frames.webp", save_all=True, append_images=clip[1:], lossless=True)
-    graph = graphs.tinyize(graphs.load_api("refine_video"), steps=2)
-    result = host.run(graph)
+    result = host.run(shipped("refine_video"))
     assert result.ok, result.describe()
     [video] = host.output_files(result)
     frames = frames_of(video)
-    assert len(frames) == 4 and frames[0].size == (256, 256)
+    assert len(frames) == 8 and frames[0].size == (256, 256)
     changed = np.abs(np.asarray(frames[0], dtype=float) - np.asarray(clip[0].convert("RGB"), dtype=float)).mean(axis=2)
     rows, cols = np.nonzero(changed > 40)
     # Only the face region (around rows 60-170, columns 80-180 of this crop) is repainted.
     assert len(rows) > 100 and rows.max() < 230 and cols.min() > 20
 
 
-def test_out_of_range_refine_inputs_are_rejected_naming_the_input(host):
-    graph = graphs.tinyize(graphs.load_api("full_pipeline"))
+def test_out_of_range_refine_inputs_are_rejected_naming_the_input(host, shipped):
+    graph = shipped("full_pipeline")
     tiled = next(nid for nid, n in graph.items() if n["class_type"] == "VCDTiledRefine")
     graph[tiled]["inputs"]["tile_size"] = 32
     graph[tiled]["inputs"]["denoise"] = 0.0

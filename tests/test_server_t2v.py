@@ -6,7 +6,6 @@ import safetensors.torch
 import torch
 from PIL import Image, ImageSequence
 
-from devtools import graphs
 
 
 def test_object_info_lists_the_noise_nodes(host):
@@ -22,8 +21,8 @@ def test_object_info_lists_the_noise_nodes(host):
     assert latent["input"]["required"]["mode"][1]["options"] == ["ar1", "authors"]
 
 
-def test_t2v_workflow_runs_and_writes_an_animation(host):
-    graph = graphs.tinyize(graphs.load_api("t2v_vcd"), size=64, frames=8, steps=2)
+def test_t2v_workflow_runs_and_writes_an_animation(host, shipped):
+    graph = shipped("t2v_vcd", frames=8)
     result = host.run(graph)
     assert result.ok, result.describe()
     files = host.output_files(result)
@@ -54,8 +53,8 @@ def _rejection(host, graph, node_id):
     return result.node_errors[node_id]["errors"][0]
 
 
-def test_gamma_above_one_is_rejected_naming_the_input(host):
-    graph = graphs.tinyize(graphs.load_api("t2v_vcd"))
+def test_gamma_above_one_is_rejected_naming_the_input(host, shipped):
+    graph = shipped("t2v_vcd")
     noise_id = next(nid for nid, n in graph.items() if n["class_type"] == "VCD3DGaussianNoise")
     graph[noise_id]["inputs"]["gamma"] = 1.5
     error = _rejection(host, graph, noise_id)
