@@ -5,7 +5,6 @@ import skimage.data
 from PIL import Image, ImageSequence
 
 
-
 def frames_of(path):
     with Image.open(path) as animation:
         return [frame.convert("RGB").copy() for frame in ImageSequence.Iterator(animation)]

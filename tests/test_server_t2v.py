@@ -1,11 +1,11 @@
-"""T2V VCD on a real ComfyUI server: schemas, the shipped workflow on tiny models, validation."""
+"""T2V VCD on a real ComfyUI server: schemas, the shipped workflow (with AnimateDiff-Evolved where ../shared
+is, else on tiny models), validation."""
 
 import copy
 
 import safetensors.torch
 import torch
 from PIL import Image, ImageSequence
-
 
 
 def test_object_info_lists_the_noise_nodes(host):
