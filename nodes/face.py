@@ -11,6 +11,7 @@ from .inputs import checked
 from ..vcd_core import face, face_detect
 from .channels import as_rgb
 from .model_folders import file_path, register
+from .ade import warn_if_prior_lost
 from .sampling import SamplingSettings, denoise_clip, sampler_inputs
 
 HAAR = "opencv_haar"
@@ -114,6 +115,7 @@ class VCDFaceRefine(io.ComfyNode):
                 io.Image.Output(display_name="crop_before"),
                 io.Image.Output(display_name="crop_after"),
             ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -145,6 +147,7 @@ class VCDFaceRefine(io.ComfyNode):
         before = face.crop_clip(image, windows, size)
         latent = vae.encode(before)
         noise_mask = face.latent_noise_mask(masks, windows, latent.shape[-1])
+        warn_if_prior_lost(model, gamma, getattr(cls.hidden, "unique_id", None), "VCD Face Refine")
         samples = denoise_clip(model, positive, negative, latent, settings, noise_mask=noise_mask)
         after = vae.decode(samples).reshape(-1, *before.shape[1:]).to(image.dtype)
         paste_mask = face.feather_mask(inside, feather)

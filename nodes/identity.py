@@ -24,6 +24,8 @@ from ..vcd_core.text_encoder import IdentityTextEncoder, clip_text_model_from_st
 from .channels import as_rgb
 from .charts import BLUE, ORANGE, line_chart
 from .noise import SEED_MAX
+from .ade import without_animatediff
+from .progress import send_progress_text
 
 IDENTITY = io.Custom("VCD_IDENTITY")  # an embedding_io.Embedding: vectors [N, 768] + metadata
 SUBFOLDER = "vcd"  # models/embeddings/vcd/NAME.safetensors
@@ -232,6 +234,7 @@ class VCDTrainIdentity(io.ComfyNode):
         images = as_rgb(images, "images")
         if clip_width(clip) != SD15_WIDTH:
             raise ValueError(f"clip: its token width is {clip_width(clip)}, not SD1.5's {SD15_WIDTH}.")
+        model = without_animatediff(model)  # motion modules and ADE's betas belong to video sampling, not here
         check_epsilon_model(model)
         config = identity.TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed)
         class_word = class_word.strip()
@@ -281,17 +284,6 @@ def loss_curve(losses: list[float], window: int = LOSS_WINDOW) -> torch.Tensor:
     """Loss per step (orange) and its running mean (blue)."""
     running = [sum(losses[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(losses))]
     return line_chart([(losses, ORANGE, "loss per step"), (running, BLUE, f"running mean ({window} steps)")])
-
-
-def send_progress_text(node_id: str | None, text: str) -> None:
-    """Show text under the node while it runs (no-op outside a server)."""
-    try:
-        from server import PromptServer
-    except ImportError:
-        return
-    server = getattr(PromptServer, "instance", None)
-    if server is not None and node_id is not None:
-        server.send_progress_text(text, node_id)
 
 
 def embedding_options() -> list[str]:

@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from .inputs import checked
 from ..vcd_core import noise_prior
+from .ade import warn_if_prior_lost
 
 GAMMA_TOOLTIP = (
     "Correlation of the initial noise between neighbouring frames (frames i and j share gamma^|i-j|). "
@@ -50,18 +51,24 @@ class VCD3DGaussianNoise(io.ComfyNode):
                 "Initial noise correlated across video frames (Magic-Me's training-free 3D Gaussian prior) "
                 "for SamplerCustomAdvanced. Frames are the batch of an AnimateDiff latent or the time axis "
                 "of a 5-D video latent. Keep AnimateDiff-Evolved's sample settings at their defaults, or "
-                "it replaces this noise with its own."
+                "it replaces this noise with its own (wire the sampled MODEL in to be warned)."
             ),
             inputs=[
                 io.Int.Input("noise_seed", default=0, min=0, max=SEED_MAX, control_after_generate=True),
                 gamma_input(),
+                io.Model.Input("model", optional=True,
+                               tooltip="The MODEL you sample with (after AnimateDiff-Evolved), only checked: a warning "
+                                       "when its Sample Settings would replace this noise."),
             ],
             outputs=[io.Noise.Output()],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     @checked
-    def execute(cls, noise_seed: int, gamma: float) -> io.NodeOutput:
+    def execute(cls, noise_seed: int, gamma: float, model=None) -> io.NodeOutput:
+        if model is not None:
+            warn_if_prior_lost(model, gamma, getattr(cls.hidden, "unique_id", None), "VCD 3D Gaussian Noise")
         return io.NodeOutput(VCDNoise(noise_seed, gamma))
 
 

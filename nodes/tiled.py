@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from .inputs import checked
 from ..vcd_core import tiling
+from .ade import warn_if_prior_lost
 from .channels import as_rgb
 from .sampling import SamplingSettings, denoise_clip, sampler_inputs
 
@@ -78,6 +79,7 @@ class VCDTiledRefine(io.ComfyNode):
                              tooltip="Tiles per model call: faster on a big GPU, memory grows with it."),
             ],
             outputs=[io.Image.Output()],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -91,6 +93,7 @@ class VCDTiledRefine(io.ComfyNode):
         height, width = image.shape[1:3]
         padded = tiling.pad_to_multiple(image, LATENT_SCALE)  # cropped back after decoding
         latent = vae.encode_tiled(padded, tile_x=tile_size, tile_y=tile_size, overlap=overlap)
+        warn_if_prior_lost(model, gamma, getattr(cls.hidden, "unique_id", None), "VCD Tiled Refine")
         samples = denoise_clip(tiled_model(model, tile_size, overlap, tile_batch), positive, negative, latent, settings)
         tile = tile_size // LATENT_SCALE
         frames = vae.decode_tiled(samples, tile_x=tile, tile_y=tile, overlap=overlap // LATENT_SCALE)
