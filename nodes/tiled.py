@@ -92,9 +92,12 @@ class VCDTiledRefine(io.ComfyNode):
         image = as_rgb(image, "image")
         height, width = image.shape[1:3]
         padded = tiling.pad_to_multiple(image, LATENT_SCALE)  # cropped back after decoding
-        latent = vae.encode_tiled(padded, tile_x=tile_size, tile_y=tile_size, overlap=overlap)
+        # ComfyUI's tiled VAE also runs half-size tiles, which an overlap of tile_size/2 or more divides by
+        # zero: cap the VAE's overlap as core VAEDecodeTiled does (the sampling tiles keep the full overlap).
+        vae_overlap = min(overlap, tile_size // 4)
+        latent = vae.encode_tiled(padded, tile_x=tile_size, tile_y=tile_size, overlap=vae_overlap)
         warn_if_prior_lost(model, gamma, getattr(cls.hidden, "unique_id", None), "VCD Tiled Refine")
         samples = denoise_clip(tiled_model(model, tile_size, overlap, tile_batch), positive, negative, latent, settings)
         tile = tile_size // LATENT_SCALE
-        frames = vae.decode_tiled(samples, tile_x=tile, tile_y=tile, overlap=overlap // LATENT_SCALE)
+        frames = vae.decode_tiled(samples, tile_x=tile, tile_y=tile, overlap=vae_overlap // LATENT_SCALE)
         return io.NodeOutput(frames.reshape(-1, *frames.shape[-3:])[:, :height, :width])

@@ -165,6 +165,14 @@ def test_tiled_refine_keeps_frame_sizes_that_are_not_multiples_of_8(parts, heigh
     assert torch.equal(tiled_refine(parts, padded)[:, :height, :width], out)
 
 
+@pytest.mark.parametrize("tile_size, overlap", [(64, 32), (64, 56), (512, 256)])
+def test_tiled_refine_takes_any_overlap_its_widget_allows(parts, tile_size, overlap):
+    """Overlaps of half a tile or more (ComfyUI's tiled VAE divided by zero on them) refine like any other."""
+    frames = torch.rand(2, 128, 72, 3, generator=torch.Generator().manual_seed(8))
+    out = tiled_refine(parts, frames, tile_size=tile_size, overlap=overlap)
+    assert out.shape == frames.shape and torch.isfinite(out).all()
+
+
 def test_tiling_wrapper_composes_on_a_clone(parts):
     from comfy.patcher_extension import WrappersMP
     from vcd.nodes.tiled import WRAPPER_KEY, tiled_model
