@@ -1,0 +1,126 @@
+"""Face tracks (vcd_core.tracks) on synthetic moving boxes, identity per track, and the preview outlines."""
+
+import pytest
+import torch
+
+from vcd_core import preview, tracks
+from vcd_core.geometry import Box
+
+
+def moving(x0: int, step: int, frames: int, y0: int = 20, side: int = 24) -> list[Box]:
+    """A face box of ``side`` px moving ``step`` px right per frame."""
+    return [Box(y0, y0 + side, x0 + step * i, x0 + step * i + side) for i in range(frames)]
+
+
+def xs(track) -> list[int | None]:
+    return [None if b is None else b.x0 for b in track]
+
+
+def test_crossing_faces_keep_their_tracks_whatever_the_detector_order():
+    right, left = moving(40, 10, 6), moving(95, -10, 6)  # they pass each other between frames 2 and 3
+    faces = [[a, b] if i % 2 else [b, a] for i, (a, b) in enumerate(zip(right, left))]
+    found = tracks.link_tracks(faces)
+    assert sorted(xs(t) for t in found) == sorted([xs(right), xs(left)])
+    # Frame 3's other face overlaps frame 2's more than its own: only the motion prediction keeps them apart.
+    assert tracks.iou(right[2], left[3]) > tracks.iou(right[2], right[3]) > 0
+
+
+def test_a_face_missed_in_one_frame_keeps_its_track_and_the_gap_is_filled():
+    face = moving(10, 6, 6)
+    faces = [[b] for b in face]
+    faces[2] = []
+    [track] = tracks.link_tracks(faces)
+    assert xs(track) == [10, 16, None, 28, 34, 40]
+    assert tracks.fill_gaps(track)[2] == face[2] and tracks.fill_gaps(track)[0] == face[0]
+    assert len(tracks.link_tracks(faces, max_missed=0)) == 2  # no frame may be missed: the face restarts
+
+
+def test_a_face_gone_longer_than_max_missed_comes_back_as_a_new_track():
+    face = moving(10, 0, 8)
+    faces = [[b] for b in face]
+    faces[2:5] = [[], [], []]
+    assert len(tracks.link_tracks(faces, max_missed=2)) == 2
+    assert len(tracks.link_tracks(faces, max_missed=3)) == 1
+
+
+def test_new_faces_start_tracks_in_order_of_appearance_and_short_tracks_can_be_dropped():
+    first, second = moving(0, 2, 5), moving(100, 0, 5)
+    stray = Box(60, 70, 60, 70)
+    faces = [[first[0]], [first[1]], [second[2], first[2], stray], [first[3], second[3]], [second[4], first[4]]]
+    found = tracks.link_tracks(faces)
+    assert [xs(t) for t in found] == [[0, 2, 4, 6, 8], [None, None, 100, 100, 100], [None, None, 60, None, None]]
+    assert len(tracks.link_tracks(faces, min_frames=2)) == 2
+
+
+def test_a_jump_overlapping_less_than_min_iou_starts_a_new_track():
+    before, after = Box(0, 10, 0, 10), Box(0, 10, 6, 16)  # IoU 4/16
+    assert tracks.iou(before, after) == 0.25
+    assert len(tracks.link_tracks([[before], [after]], min_iou=0.25)) == 1
+    assert len(tracks.link_tracks([[before], [after]], min_iou=0.3)) == 2
+
+
+def test_link_tracks_refuses_bad_settings():
+    with pytest.raises(ValueError, match="min_iou"):
+        tracks.link_tracks([[]], min_iou=1.5)
+    with pytest.raises(ValueError, match="max_missed"):
+        tracks.link_tracks([[]], max_missed=-1)
+
+
+def test_track_masks_cover_each_tracks_box_per_frame():
+    track = [Box(1, 3, 2, 5), None]
+    masks = tracks.track_masks([track, [None, Box(0, 1, 0, 1)]], 4, 6)
+    assert masks.shape == (2, 2, 4, 6)
+    assert masks[0, 0].sum() == 6 and masks[0, 0, 1:3, 2:5].all() and masks[0, 1].sum() == 0
+    assert masks[1, 1, 0, 0] == 1 and masks[1].sum() == 1
+
+
+def test_assignment_by_position_goes_left_to_right_or_follows_the_picks():
+    middle, left, right = moving(50, 0, 3), moving(0, 1, 3), [None, Box(0, 9, 90, 99), None]
+    found = [middle, left, right]
+    assert tracks.assign_by_position(found, 2) == [1, 0, None]
+    assert tracks.assign_by_position(found, 3) == [1, 0, 2]
+    assert tracks.assign_by_position(found, 2, picks=[2, 0]) == [1, None, 0]
+    assert [xs(t)[1] for t in tracks.order_left_to_right(found)] == [1, 50, 90]
+    with pytest.raises(ValueError, match="distinct track indices"):
+        tracks.assign_by_position(found, 2, picks=[0, 0])
+    with pytest.raises(ValueError, match="at most one track per identity"):
+        tracks.assign_by_position(found, 1, picks=[0, 1])
+
+
+def test_assignment_by_similarity_matches_tracks_to_their_identities():
+    generator = torch.Generator().manual_seed(0)
+    identities = torch.randn(3, 64, generator=generator)
+    references = [identities[k] + 0.3 * torch.randn(4, 64, generator=generator) for k in range(3)]
+    truth = [2, 0, None, 1]  # track 2 is a stranger
+    faces = [identities[k] + 0.5 * torch.randn(6, 64, generator=generator) if k is not None
+             else torch.randn(5, 64, generator=generator) for k in truth]
+    similarity = tracks.track_similarity(faces, references)
+    assert similarity.shape == (4, 3)
+    assert tracks.assign_by_similarity(similarity) == truth
+
+
+def test_similarity_assignment_is_the_best_total_not_greedy():
+    similarity = torch.tensor([[0.9, 0.8], [0.85, 0.1]])  # greedy takes 0.9 first and is left with 0.1
+    assert tracks.assign_by_similarity(similarity) == [1, 0]
+    assert tracks.assign_by_similarity(similarity, min_similarity=0.82) == [None, 0]
+
+
+def test_tracks_without_faces_get_no_identity():
+    similarity = tracks.track_similarity([torch.zeros(0, 8), torch.ones(2, 8)], [torch.ones(1, 8)])
+    assert torch.isnan(similarity[0, 0]) and similarity[1, 0] == pytest.approx(1.0)
+    assert tracks.assign_by_similarity(similarity) == [None, 0]
+    assert tracks.assign_by_similarity(torch.tensor([[float("nan")]])) == [None]
+
+
+def test_outlines_draw_each_masks_inner_border_in_its_colour():
+    images = torch.zeros(1, 12, 12, 3)
+    masks = torch.zeros(2, 1, 12, 12)
+    masks[0, 0, 2:9, 2:9] = 1
+    masks[1, 0, 6:12, 6:12] = 1  # touches the frame's edge: no border drawn there
+    drawn = preview.outline_all(images, masks, width=2)
+    first, second = (torch.tensor(c) for c in preview.PALETTE[:2])
+    assert torch.equal(drawn[0, 2, 5], first) and torch.equal(drawn[0, 3, 5], first)
+    assert drawn[0, 4, 4].abs().sum() == 0  # inside, beyond the border
+    assert torch.equal(drawn[0, 7, 10], second) and torch.equal(drawn[0, 7, 7], second)  # (7, 7): over mask 0's border
+    assert drawn[0, 11, 11].abs().sum() == 0 and drawn[0, 9, 9].abs().sum() == 0
+    assert images.abs().sum() == 0  # drawn on a copy
