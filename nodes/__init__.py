@@ -6,18 +6,22 @@ from .evaluate import VCDEvaluate
 from .face import VCDFaceDetect, VCDFaceRefine
 from .identity import VCDIdentityEncode, VCDLoadIdentity, VCDTrainIdentity
 from .noise import VCD3DGaussianNoise, VCD3DGaussianNoiseLatent
+from .regional import VCDRegionalIdentity
 from .segment import VCDPromptSegment
 from .tiled import VCDTiledRefine
+from .tracks import VCDFaceTracks
 
 NODES: list[type[io.ComfyNode]] = [
     VCD3DGaussianNoise,
     VCD3DGaussianNoiseLatent,
     VCDFaceDetect,
     VCDFaceRefine,
+    VCDFaceTracks,
     VCDTiledRefine,
     VCDPromptSegment,
     VCDTrainIdentity,
     VCDLoadIdentity,
     VCDIdentityEncode,
+    VCDRegionalIdentity,
     VCDEvaluate,
 ]

@@ -295,3 +295,62 @@ def test_train_identity_on_an_ade_model_learns_what_the_checkpoint_model_learns(
     from_ade, from_checkpoint = (safetensors.torch.load_file(str(folder / f"{name}.safetensors"))["emb_params"]
                                  for name in ("from_ade_model", "from_checkpoint_model"))
     assert torch.isfinite(from_ade).all() and torch.equal(from_ade, from_checkpoint)
+
+
+# --- Regional identities: conditioning masks sliced per context window ---
+
+def write_column_masks(host, name: str, frames: int, side: int = 64) -> str:
+    """An animated lossless WEBP whose frame i is black with a white column at latent column i (8 px wide)."""
+    clip = []
+    for i in range(frames):
+        pixels = torch.zeros(side, side, 3, dtype=torch.uint8)
+        pixels[:, 8 * i:8 * i + 8] = 255
+        clip.append(Image.fromarray(pixels.numpy()))
+    clip[0].save(host.input_dir / name, save_all=True, append_images=clip[1:], lossless=True)
+    return name
+
+
+def test_regional_identity_masks_reach_the_model_sliced_to_each_context_window(host, models):
+    """A per-frame region mask and a box, combined with a scene prompt, under ADE's windows (4 of 6 frames)."""
+    frames = 6
+    graph, model = ade_model(models, context=SHORT_CONTEXT, probe="regional")
+    graph.update({
+        "latent": node("EmptyLatentImage", width=64, height=64, batch_size=frames),
+        "columns": node("LoadImage", image=write_column_masks(host, "columns.webp", frames)),
+        "mask": node("ImageToMask", image=["columns", 0], channel="red"),
+        "man": node("CLIPTextEncode", clip=["ckpt", 1], text="a photo of a man"),
+        "cat": node("CLIPTextEncode", clip=["ckpt", 1], text="a photo of a cat"),
+        "region_man": node("VCDRegionalIdentity", conditioning=["man", 0], region="mask", strength=1.0, x=0.0, y=0.0,
+                           width=0.5, height=1.0, mask=["mask", 0], latent=["latent", 0]),
+        "region_cat": node("VCDRegionalIdentity", conditioning=["cat", 0], region="box", strength=1.0, x=0.5, y=0.0,
+                           width=0.5, height=0.5, latent=["latent", 0]),
+        "both": node("ConditioningCombine", conditioning_1=["region_man", 0], conditioning_2=["region_cat", 0]),
+        "scene": node("ConditioningCombine", conditioning_1=["pos", 0], conditioning_2=["both", 0]),
+        "noise": node("RandomNoise", noise_seed=0),
+        "guider": node("CFGGuider", model=model, positive=["scene", 0], negative=["neg", 0], cfg=1.0),
+        "sampler": node("KSamplerSelect", sampler_name="euler"),
+        "sigmas": node("BasicScheduler", model=model, scheduler="normal", steps=1, denoise=1.0),
+        "sample": node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sampler", 0],
+                       sigmas=["sigmas", 0], latent_image=["latent", 0]),
+        "save": node("SaveLatent", samples=["sample", 0], filename_prefix="vcd_ade/regional"),
+    })
+    run_ok(host, graph)
+    [call] = records(host, "regional")
+    with safetensors.safe_open(str(host.output_dir / "vcd_probe" / "regional-0.safetensors"), "pt") as f:
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    columns = torch.zeros(frames, 8, 8)
+    for i in range(frames):
+        columns[i, :, i] = 1  # frame i's region is latent column i
+    box = torch.zeros(1, 8, 8)
+    box[0, :4, 4:] = 1
+    windows = [c["window"] for c in call["cond_calls"]]
+    assert len(windows) >= 2 and all(len(w) == 4 for w in windows)  # one call per window, not the whole clip
+    assert sorted(set(sum(windows, []))) == list(range(frames))
+    for c in call["cond_calls"]:
+        assert c["frames"] == 4
+        positive = [tensors[name] if name else None for name in c["masks"][0]]
+        assert sum(m is None for m in positive) == 1  # the scene prompt: the whole frame
+        [per_frame] = [m for m in positive if m is not None and m.shape[0] == 4]
+        [one_for_all] = [m for m in positive if m is not None and m.shape[0] == 1]
+        assert torch.equal(per_frame, columns[c["window"]])  # the window's own frames, in order
+        assert torch.equal(one_for_all, box)

@@ -1,0 +1,36 @@
+"""Regions for regional conditioning (vcd_core.regions): boxes as masks, mask batches checked against the video."""
+
+import pytest
+import torch
+
+from vcd_core import regions
+
+
+def test_box_mask_covers_the_fractions_of_the_frame():
+    mask = regions.box_mask(0.5, 0.25, 0.5, 0.5, 8, 16)
+    assert mask.shape == (1, 8, 16)
+    assert mask[0, 2:6, 8:16].all() and mask.sum() == 4 * 8
+
+
+def test_box_mask_is_cut_to_the_frame_and_refuses_an_empty_box():
+    assert regions.box_mask(0.75, 0.0, 0.5, 1.0, 4, 4).sum() == 4  # the right column only
+    with pytest.raises(ValueError, match="above 0"):
+        regions.box_mask(0.0, 0.0, 0.0, 0.5, 4, 4)
+    with pytest.raises(ValueError, match="outside the frame"):
+        regions.box_mask(1.0, 0.0, 0.5, 0.5, 4, 4)
+
+
+def test_a_mask_batch_must_have_one_mask_or_one_per_frame():
+    assert regions.check_region_mask(torch.ones(4, 4), frames=6).shape == (1, 4, 4)
+    assert regions.check_region_mask(torch.ones(6, 4, 4), frames=6).shape == (6, 4, 4)
+    with pytest.raises(ValueError, match="mask has 4 frames but the latent has 6"):
+        regions.check_region_mask(torch.ones(4, 4, 4), frames=6)
+    assert regions.check_region_mask(torch.ones(4, 4, 4)).shape == (4, 4, 4)  # no latent: nothing to compare
+
+
+def test_a_mask_must_have_the_frames_aspect_ratio():
+    assert regions.check_region_mask(torch.ones(1, 32, 48), frame_size=(64, 96)).shape == (1, 32, 48)
+    with pytest.raises(ValueError, match="mask is 48x48 but the frames are 96x64"):
+        regions.check_region_mask(torch.ones(1, 48, 48), frame_size=(64, 96))
+    with pytest.raises(ValueError, match=r"expected a MASK \[frames, height, width\]"):
+        regions.check_region_mask(torch.ones(1, 1, 4, 4))
