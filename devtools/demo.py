@@ -39,7 +39,7 @@ def main() -> None:
             if name == "train_identity":
                 train = next(n for n in graph.values() if n["class_type"] == "VCDTrainIdentity")
                 train["inputs"].update(name=IDENTITY, class_word="woman", steps=40)
-            graph = graphs.use_identity(graph, snippet)
+            graph = graphs.use_identity(graph, f"vcd/{IDENTITY}.safetensors")  # in VCD Load Identity
             start = time.monotonic()
             result = host.run(graph)
             if not result.ok:

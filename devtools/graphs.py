@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from pathlib import Path
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 TINY_CHECKPOINT = "VCDTestTinyCheckpoint"
 TINY_GROUNDING_DINO, TINY_SAM = "tiny-grounding-dino", "tiny_sam.pth"
 PHOTOS = ("person_1.png", "person_2.png", "person_3.png")  # what train_identity's LoadImage nodes read
+TEST_IDENTITY = "vcd_test/seeded_identity.safetensors"  # under models/embeddings: provide_test_identity writes it
 
 
 def load_api(name: str) -> dict:
@@ -59,7 +59,8 @@ def shrink_keeping_ade(graph: dict, checkpoint: str, motion_model: str, *, size:
 def _shrink(graph: dict, *, size: int, frames: int, steps: int, tile: tuple[int, int], upscale: float,
             max_crop: int) -> dict:
     """In place: small latents, ``frames`` video frames, at most ``steps`` steps, ``tile`` (size, overlap)
-    tiles, face crops of 64 to ``max_crop`` px; an upscale model becomes a resize by ``upscale``."""
+    tiles, face crops of 64 to ``max_crop`` px, the identity TEST_IDENTITY; an upscale model becomes a resize by
+    ``upscale``."""
     for nid in [nid for nid, node in graph.items() if node["class_type"] == "UpscaleModelLoader"]:
         del graph[nid]
     for node in graph.values():
@@ -80,6 +81,8 @@ def _shrink(graph: dict, *, size: int, frames: int, steps: int, tile: tuple[int,
             inputs.update(grounding_dino_model=TINY_GROUNDING_DINO, sam_model=TINY_SAM)
         if kind == "VCDTrainIdentity":
             inputs.update(resolution=size)
+        if kind == "VCDLoadIdentity":
+            inputs.update(embedding=TEST_IDENTITY)
         if "steps" in inputs and not isinstance(inputs["steps"], list):
             inputs["steps"] = min(inputs["steps"], steps)
     return graph
@@ -105,11 +108,24 @@ def provide_tiny_inputs(models_dir: Path, input_dir: Path) -> None:
         Image.fromarray(np.ascontiguousarray(image)).save(input_dir / name)
 
 
-def use_identity(graph: dict, snippet: str) -> dict:
-    """The graph with every ``embedding:NAME class`` in its prompts replaced by ``snippet``."""
+def provide_test_identity(models_dir: Path) -> None:
+    """A seeded random SD1.5-width identity (4 x 768) at ``models/embeddings/TEST_IDENTITY``, written once."""
+    import torch
+
+    from vcd_core import embedding_io
+
+    target = models_dir / "embeddings" / TEST_IDENTITY
+    if not target.is_file():
+        vectors = torch.randn(4, 768, generator=torch.Generator().manual_seed(0)) * 0.02
+        embedding_io.write_embedding(target.parent, Path(TEST_IDENTITY).stem,
+                                     embedding_io.Embedding(vectors, {"class_word": "woman"}))
+
+
+def use_identity(graph: dict, embedding: str) -> dict:
+    """The graph with ``embedding`` (a file under models/embeddings) picked in every VCD Load Identity."""
     graph = copy.deepcopy(graph)
     for node in graph.values():
-        text = node["inputs"].get("text")
-        if node["class_type"] == "CLIPTextEncode" and isinstance(text, str):
-            node["inputs"]["text"] = re.sub(r"embedding:\S+ \S+", snippet, text)
+        if node["class_type"] == "VCDLoadIdentity":
+            node["inputs"]["embedding"] = embedding
     return graph
+

@@ -307,8 +307,17 @@ class VCDLoadIdentity(io.ComfyNode):
                 io.Clip.Input("clip", optional=True, tooltip="Connect to check the embedding fits this CLIP."),
             ],
             outputs=[io.String.Output(display_name="prompt_snippet"), IDENTITY.Output(display_name="identity")],
-            is_output_node=True,
+            # not an output node: ComfyUI runs any valid output alone, so a graph with an error elsewhere would
+            # "succeed" by loading the identity only
         )
+
+    @classmethod
+    def validate_inputs(cls, embedding: str) -> bool | str:
+        """A missing or unreadable identity stops the run before it starts (ComfyUI's own check only says
+        "Value not in list"), naming the file and where it goes."""
+        from .model_folders import identity_problem
+
+        return identity_problem(embedding) or True
 
     @classmethod
     @checked

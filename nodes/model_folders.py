@@ -49,3 +49,23 @@ def file_path(key: str, name: str, what: str, hint: str) -> str:
     if path is None:
         raise FileNotFoundError(f"{what}: {name!r} is not in models/{key}; {hint}")
     return path
+
+
+def identity_problem(embedding: str) -> str | None:
+    """Why ``embedding`` (a name under models/embeddings) cannot be used as an identity, saying which file to put
+    where; None when it reads as one."""
+    import folder_paths
+
+    from ..vcd_core import embedding_io
+
+    path = folder_paths.get_full_path("embeddings", embedding)
+    if path is None:
+        roots = ", ".join(folder_paths.get_folder_paths("embeddings"))
+        return (f"no identity file {embedding!r} in models/embeddings ({roots}). Put it there (e.g. the Magic-Me "
+                "authors' mona.pt, or train one: train_identity.json writes models/embeddings/vcd/NAME.safetensors), "
+                "press R in the browser to refresh the list, and pick it in VCD Load Identity.")
+    try:
+        embedding_io.read_embedding(path)
+    except ValueError as error:
+        return f"the identity file {path} cannot be used: {error}"
+    return None

@@ -77,3 +77,16 @@ def test_gamma_chart_follows_typed_values_and_is_not_saved(frontend, pipeline, a
     assert "gamma_chart" in names
     assert result["widgets_values"] == [value for name, value in result["widgets"] if name != "gamma_chart"]
     assert set(result["inputs"]) == set(pipeline["graph"][NOISE]["inputs"]) and result["inputs"]["gamma"] == 0.0
+
+
+def test_run_with_a_missing_identity_shows_which_file_goes_where(frontend, artifacts):
+    """The shipped T2V graph naming an identity this server lacks (mona.pt): Run is refused before anything runs,
+    and the page shows our message naming the file, the folder and how to make one (not just "Value not in list")."""
+    graph = tiny_t2v()
+    loader = next(nid for nid, n in graph.items() if n["class_type"] == "VCDLoadIdentity")
+    graph[loader]["inputs"]["embedding"] = "mona.pt"
+    frontend.call("load", workflow=graph, name="missing_identity", api=True)
+    run = frontend.call("queue", screenshot=str(artifacts / "missing_identity_run.png"), timeout_ms=60000)
+    assert run["rejected"] and not any(kind == "execution_start" for kind, _ in run["events"]), run["events"]
+    shown = " ".join(run["dialogs"] + [group["text"] for group in run["error_groups"]])
+    assert "no identity file 'mona.pt' in models/embeddings" in shown and "train_identity.json" in shown, shown

@@ -69,3 +69,19 @@ def test_zero_frames_is_rejected_naming_the_input(host):
     }
     error = _rejection(host, copy.deepcopy(graph), "1")
     assert error["type"] == "value_smaller_than_min" and error["extra_info"]["input_name"] == "frames"
+
+
+def test_a_missing_or_unreadable_identity_stops_the_run_naming_the_file(host, shipped):
+    """ComfyUI alone would say "Value not in list"; VCD Load Identity says which file goes where, and refuses a file
+    that is not an identity, before anything runs."""
+    graph = shipped("t2v_vcd")
+    loader = next(nid for nid, n in graph.items() if n["class_type"] == "VCDLoadIdentity")
+    graph[loader]["inputs"]["embedding"] = "mona.pt"
+    error = _rejection(host, graph, loader)
+    assert error["type"] == "custom_validation_failed" and error["extra_info"]["input_name"] == "embedding"
+    assert "no identity file 'mona.pt' in models/embeddings" in error["details"]
+    assert str(host.models_dir / "embeddings") in error["details"] and "train_identity.json" in error["details"]
+    (host.models_dir / "embeddings" / "vcd_test_broken.pt").write_bytes(b"not a tensor file")
+    graph[loader]["inputs"]["embedding"] = "vcd_test_broken.pt"
+    error = _rejection(host, graph, loader)
+    assert "vcd_test_broken.pt cannot be used" in error["details"] and "not a readable .pt embedding" in error["details"]

@@ -5,16 +5,21 @@ Workflows with AnimateDiff-Evolved nodes need the real ADE (``../shared/vendor``
 the others run anywhere.
 """
 
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import requests
+from PIL import Image
 
 from devtools import ui_workflow
 from devtools.host import ade_available
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
+FRONTEND_ONLY = {"Note"}  # drawn by the frontend, never sent to the server
 
 
 def read_workflow(path: Path) -> dict:
@@ -34,10 +39,12 @@ def api_twin(path: Path) -> dict:
 
 @pytest.fixture(scope="module", params=UI_FILES, ids=lambda p: p.stem)
 def loaded(request, frontend, artifacts) -> tuple[Path, dict, dict]:
-    """(path, UI workflow, what the frontend reports after loading it); its screenshot is kept as an artifact."""
+    """(path, UI workflow, what the frontend reports after loading it, with ``layout``: after Fit view on a
+    1600x900 canvas); its screenshot is kept as an artifact."""
     path = request.param
     ui = read_workflow(path)
     report = frontend.call("load", workflow=ui, name=path.name, screenshot=str(artifacts / f"{path.stem}.png"))
+    report["layout"] = frontend.call("layout", screenshot=str(artifacts / f"{path.stem}_fit_1600x900.png"))
     return path, ui, report
 
 
@@ -48,7 +55,8 @@ def test_every_api_twin_has_a_ui_workflow():
 
 def test_workflow_loads_with_no_missing_node(loaded):
     path, ui, report = loaded
-    assert report["dialogs"] == [], f"{path.name}: the frontend opened a dialog on load"
+    others = [d for d in report["dialogs"] if not d.startswith("Missing Models")]
+    assert others == [], f"{path.name}: the frontend opened a dialog on load"
     missing = [g["text"] for g in report["error_groups"] if g["group"] == "missing-node"]
     assert missing == [], f"{path.name}: the frontend lists missing nodes"
     assert report["unregistered"] == []
@@ -86,7 +94,7 @@ def test_link_types_match_the_server_schemas(path, schemas):
     its source output's and its target input's in the server's schemas."""
     ui = read_workflow(path)
     nodes = {n["id"]: n for n in ui["nodes"]}
-    unknown = {n["type"] for n in nodes.values()} - set(schemas)
+    unknown = {n["type"] for n in nodes.values()} - set(schemas) - FRONTEND_ONLY
     assert not unknown, f"{path.name}: node types the server does not know"
     for link_id, src, src_slot, dst, dst_slot, kind in ui["links"]:
         assert src_slot < len(schemas[nodes[src]["type"]]["output"]) and dst_slot < len(nodes[dst]["inputs"]), \
@@ -96,3 +104,68 @@ def test_link_types_match_the_server_schemas(path, schemas):
         spec = dict(ui_workflow._ordered_inputs(schemas[nodes[dst]["type"]]))[target["name"]]
         assert out_type == kind == ui_workflow._input_type(spec), (link_id, out_type, target)
         assert target["link"] == link_id
+
+
+def boxes_overlap(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def test_fit_view_keeps_text_readable_and_no_node_overlaps_another(loaded):
+    """After Fit view on a 1600x900 canvas the frontend still draws text (its level-of-detail threshold, with its
+    default font-size setting), and no two nodes' boxes (title bars included) intersect."""
+    path, _, report = loaded
+    layout = report["layout"]
+    assert layout["canvas"] == [1600, 900]
+    assert layout["scale"] >= layout["lod_threshold"] > 0.5 and not layout["low_quality"], \
+        f"{path.name}: Fit view zooms to {layout['scale']:.2f}, text is hidden below {layout['lod_threshold']:.2f}"
+    nodes = layout["nodes"]
+    overlaps = [(a["title"], b["title"]) for i, a in enumerate(nodes) for b in nodes[i + 1:] if boxes_overlap(a["rect"], b["rect"])]
+    assert overlaps == [], f"{path.name}: nodes overlap"
+
+
+def test_each_stage_is_a_titled_group_holding_its_nodes(loaded):
+    """One group per stage of the API twin (``_meta.stage``), titled with it, holding exactly that stage's nodes."""
+    path, _, report = loaded
+    stages: dict[str, set[str]] = {}
+    for nid, node in json.loads((WORKFLOWS / "api" / path.name).read_text()).items():
+        stages.setdefault(node["_meta"]["stage"], set()).add(nid)
+    groups = {g["title"]: set(g["nodes"]) for g in report["layout"]["groups"]}
+    assert groups == stages, f"{path.name}: the frontend's groups hold other nodes than the stages say"
+
+
+def test_the_note_says_what_to_install_and_where(loaded):
+    """A Note at the top left names every model file the loaders ask for and its folder under models/, the packs,
+    what to change first and the paper's defaults."""
+    path, ui, report = loaded
+    [note] = [n for n in ui["nodes"] if n["type"] == "Note"]
+    text = note["widgets_values"][0]
+    for model in (m for n in ui["nodes"] for m in n["properties"].get("models", [])):
+        assert model["name"] in text and f"{model['directory']}/" in text, (path.name, model)
+    for words in ("Packs:", "Change first:", "Paper defaults:"):
+        assert words in text, (path.name, words)
+    top_left = min(report["layout"]["nodes"], key=lambda n: (n["rect"][1] + n["rect"][0]))
+    assert top_left["type"] == "Note", f"{path.name}: the note is not where reading starts"
+
+
+def test_missing_models_are_listed_on_load(loaded):
+    """Every model file a loader names (its ``models`` property) and this server lacks is listed by the frontend as
+    soon as the workflow loads: the missing-models dialog (1.32.9) or the errors panel (1.49.6)."""
+    path, ui, report = loaded
+    models = [m for n in ui["nodes"] for m in n["properties"].get("models", [])]
+    assert models, f"{path.name}: no loader carries model metadata"
+    shown = " ".join(report["dialogs"] + [g["text"] for g in report["error_groups"] if g["group"].startswith("missing-model")])
+    missing = [m["name"] for m in models if m["name"] not in shown]
+    assert missing == [], f"{path.name}: the frontend did not list these missing files: {shown!r}"
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_template_browser_thumbnail_is_served_and_shows_something(path, host):
+    """The template browser asks for /api/workflow_templates/<pack folder>/<name>.jpg: served, and a picture
+    (the graph after Fit view), not a blank card."""
+    listed = requests.get(f"{host.url}/workflow_templates", timeout=10).json()
+    assert path.stem in listed["vcd"]  # the host links this pack as custom_nodes/vcd
+    answer = requests.get(f"{host.url}/api/workflow_templates/vcd/{path.stem}.jpg", timeout=10)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/jpeg"
+    with Image.open(io.BytesIO(answer.content)) as picture:
+        pixels = np.asarray(picture.convert("L"), dtype=float)
+    assert pixels.shape == (360, 640) and pixels.std() > 10 and len(np.unique(pixels)) > 64

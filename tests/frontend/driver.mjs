@@ -13,6 +13,8 @@ const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const CHART_HEIGHT = 64; // web/vcd.js
 const BAR_RGB = [0x6a, 0x9f, 0xd8]; // web/gamma_chart.js
+// The frontend's default "LiteGraph.Canvas.MinFontSizeForLOD" (1.32.9 and 1.49.6): text is hidden below 8 / 14 px zoom.
+const DEFAULT_LOD_FONT_SIZE = 8;
 
 const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath, headless: true, args: ARGS, viewport: { width: 1920, height: 1080 },
@@ -31,7 +33,7 @@ const frames = (n = 2) => page.evaluate((n) => new Promise((done) => {
 /** The texts of the dialogs on screen (missing nodes, errors, value prompts...). */
 const openDialogs = () => page.evaluate(() => [...document.querySelectorAll(".p-dialog, [role=dialog], .graphdialog")]
   .filter((el) => el.getClientRects().length && getComputedStyle(el).visibility !== "hidden")
-  .map((el) => el.textContent.trim().replace(/\s+/g, " ").slice(0, 400)));
+  .map((el) => el.textContent.trim().replace(/\s+/g, " ").slice(0, 2000)));
 
 async function closeDialogs() {
   for (let i = 0; i < 5 && (await openDialogs()).length; i++) {
@@ -123,6 +125,37 @@ const ops = {
     return report;
   },
 
+  /** On a `width` x `height` canvas with the frontend's default level of detail: Fit view, then where each
+   * node and group lies (graph units, title bars included), the zoom reached and whether text is drawn. */
+  async layout({ width = 1600, height = 900, screenshot = null }) {
+    await closeDialogs();
+    await page.setViewportSize({ width, height });
+    try {
+      await frames(3);
+      await page.evaluate((lod) => { app.canvas.min_font_size_for_lod = lod; }, DEFAULT_LOD_FONT_SIZE);
+      await page.evaluate(() => app.extensionManager.command.execute("Comfy.Canvas.FitView"));
+      await page.waitForTimeout(600); // the fit is animated (350 ms)
+      await frames(3);
+      const report = await page.evaluate(() => {
+        const c = app.canvas;
+        const rect = (r) => [r[0], r[1], r[2], r[3]].map((v) => Math.round(v * 10) / 10);
+        return {
+          canvas: [c.canvas.clientWidth, c.canvas.clientHeight], scale: c.ds.scale,
+          lod_threshold: c._lowQualityZoomThreshold ?? null, low_quality: c.low_quality,
+          nodes: app.graph.nodes.map((n) => ({ id: String(n.id), type: n.type, title: n.title, rect: rect(n.boundingRect) })),
+          groups: (app.graph.groups ?? app.graph._groups ?? []).map((g) => ({ title: g.title, rect: rect(g._bounding ?? g.boundingRect),
+            font_size: g.font_size, nodes: (g.recomputeInsideNodes?.(), [...(g._nodes ?? g.nodes ?? [])]).map((n) => String(n.id)) })),
+        };
+      });
+      if (screenshot) await page.screenshot({ path: screenshot });
+      return report;
+    } finally {
+      await page.evaluate(() => { app.canvas.min_font_size_for_lod = 1; }); // devtools/frontend.py SETTINGS
+      await page.setViewportSize({ width: 1920, height: 1080 });
+      await frames(2);
+    }
+  },
+
   /** Types each value into the gamma widget of node `node_id` and reads the chart's bars off the canvas. */
   async gamma({ node_id, values, screenshot = null }) {
     if (!(await nodeById(node_id))) throw new Error(`no node ${node_id} in the graph`);
@@ -185,7 +218,17 @@ const ops = {
   async queue({ screenshot = null, timeout_ms = 240000 }) {
     await closeDialogs();
     await page.evaluate(() => {
-      const seen = (window.__vcdRun = { progress: [], titles: [], events: [], done: false });
+      const seen = (window.__vcdRun = { progress: [], titles: [], events: [], done: false, rejected: null });
+      if (!app.api.__vcdQueuePrompt) { // a prompt the server refuses (400) starts no execution: record why
+        const queuePrompt = (app.api.__vcdQueuePrompt = app.api.queuePrompt.bind(app.api));
+        app.api.queuePrompt = async (...args) => {
+          try { return await queuePrompt(...args); } catch (error) {
+            window.__vcdRun.rejected = JSON.stringify(error?.response ?? String(error));
+            window.__vcdRun.events.push(["rejected", null]);
+            throw error;
+          }
+        };
+      }
       for (const kind of ["execution_start", "progress", "executed", "execution_success", "execution_error"])
         app.api.addEventListener(kind, (e) => {
           const node = e.detail?.node ?? e.detail?.node_id;
@@ -208,7 +251,7 @@ const ops = {
     await frames();
     await page.locator('[data-testid="queue-button"]').first().click();
     const finished = await page.waitForFunction(
-      () => window.__vcdRun.events.some(([k]) => k === "execution_success" || k === "execution_error"),
+      () => window.__vcdRun.events.some(([k]) => ["execution_success", "execution_error", "rejected"].includes(k)),
       null, { timeout: timeout_ms, polling: 100 }).then(() => true, () => false);
     if (finished) {
       await page.waitForFunction(() => app.graph.nodes.some((n) => n.imgs?.some((img) => img.complete && img.naturalWidth > 0)),
@@ -217,9 +260,9 @@ const ops = {
     await frames(3);
     const result = await page.evaluate(() => {
       window.__vcdRun.done = true;
-      const { progress, titles, events } = window.__vcdRun;
+      const { progress, titles, events, rejected } = window.__vcdRun;
       return {
-        progress, titles, events,
+        progress, titles, events, rejected,
         previews: app.graph.nodes.filter((n) => n.imgs?.length).map((n) => ({
           node: String(n.id),
           images: n.imgs.map((img) => ({ src: img.src, width: img.naturalWidth, height: img.naturalHeight })),
@@ -227,7 +270,9 @@ const ops = {
       };
     });
     result.finished = finished;
+    await page.waitForTimeout(300); // dialogs open asynchronously
     result.dialogs = await openDialogs();
+    result.error_groups = await errorGroups();
     if (screenshot) await page.screenshot({ path: screenshot });
     return result;
   },
