@@ -51,21 +51,22 @@ def save_tiny_clip(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
 GROUNDING_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "a", "person", "face", "man", "woman", "cat"]
 
 
-def save_tiny_grounding_dino(folder: Path, seed: int = 0) -> Path:
+def save_tiny_grounding_dino(folder: Path, seed: int = 0, num_feature_levels: int = 3,
+                             depths: tuple[int, ...] = (1, 1, 1, 1), num_heads: tuple[int, ...] = (1, 1, 1, 1)) -> Path:
     """A transformers GroundingDINO (Swin + BERT, 2 decoder layers) with its processor, in ``folder``."""
     from transformers import (BertConfig, BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
                               GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
 
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    backbone = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4, image_size=64,
+    backbone = SwinConfig(embed_dim=16, depths=list(depths), num_heads=list(num_heads), window_size=4, image_size=64,
                           out_indices=[2, 3, 4])
     text = BertConfig(vocab_size=len(GROUNDING_VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                       intermediate_size=32, max_position_embeddings=64)
     config = GroundingDinoConfig(
         backbone_config=backbone, text_config=text, d_model=32, encoder_layers=1, decoder_layers=2,
         encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10,
-        num_feature_levels=3, encoder_n_points=2, decoder_n_points=2, max_text_len=32)
+        num_feature_levels=num_feature_levels, encoder_n_points=2, decoder_n_points=2, max_text_len=32)
     GroundingDinoForObjectDetection(config).save_pretrained(folder)
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(GROUNDING_VOCAB) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 
 import torch
 from comfy_api.latest import io, ui
@@ -14,6 +15,7 @@ from .channels import as_rgb
 from .model_folders import file_path, hf_folder_path, hf_folders, register
 
 DINO_FOLDER, SAM_FOLDER = "grounding-dino", "sams"  # the folder keys segment-anything packs already use
+BERT_FOLDER = "bert-base-uncased"  # models/bert-base-uncased, where those packs look for BERT
 log = logging.getLogger("vcd")
 
 
@@ -24,9 +26,27 @@ def sam_options() -> list[str]:
     return folder_paths.get_filename_list(SAM_FOLDER)
 
 
+def grounding_dino_options() -> list[str]:
+    """Hugging Face GroundingDINO folders, then original ``.pth`` checkpoints, in models/grounding-dino."""
+    import folder_paths
+
+    register(DINO_FOLDER)
+    originals = [name for name in folder_paths.get_filename_list(DINO_FOLDER) if name.lower().endswith(".pth")]
+    return hf_folders(DINO_FOLDER) + sorted(originals)
+
+
+def bert_folder() -> str:
+    """The first existing models/bert-base-uncased folder (the default one when none exists, for the message)."""
+    import folder_paths
+
+    register(BERT_FOLDER)
+    roots = folder_paths.get_folder_paths(BERT_FOLDER)
+    return next((root for root in roots if os.path.isdir(root)), roots[0])
+
+
 @functools.lru_cache(maxsize=2)
-def cached_grounding_dino(path: str, device: str):
-    return segment.load_grounding_dino(path, device)
+def cached_grounding_dino(path: str, device: str, bert: str | None):
+    return segment.load_grounding_dino(path, device, bert)
 
 
 @functools.lru_cache(maxsize=2)
@@ -53,9 +73,11 @@ class VCDPromptSegment(io.ComfyNode):
             inputs=[
                 io.Image.Input("image"),
                 io.String.Input("prompt", default="person", tooltip="What to segment."),
-                io.Combo.Input("grounding_dino_model", options=hf_folders(DINO_FOLDER),
-                               tooltip="models/grounding-dino/<folder>: a Hugging Face GroundingDINO "
-                                       "(e.g. IDEA-Research/grounding-dino-tiny)."),
+                io.Combo.Input("grounding_dino_model", options=grounding_dino_options(),
+                               tooltip="models/grounding-dino: a Hugging Face GroundingDINO folder (e.g. "
+                                       "IDEA-Research/grounding-dino-tiny), or an original .pth with its .cfg.py beside "
+                                       "it (groundingdino_swint_ogc.pth + GroundingDINO_SwinT_OGC.cfg.py; SwinB), which "
+                                       "also needs models/bert-base-uncased (config.json, vocab.txt)."),
                 io.Combo.Input("sam_model", options=sam_options(), tooltip="models/sams: an original SAM .pth checkpoint."),
                 io.Float.Input("box_threshold", default=0.3, min=0.0, max=1.0, step=0.01),
                 io.Float.Input("text_threshold", default=0.25, min=0.0, max=1.0, step=0.01),
@@ -79,9 +101,14 @@ class VCDPromptSegment(io.ComfyNode):
         if not prompt.strip():
             raise ValueError("prompt: say what to segment, e.g. 'person'.")
         device = str(comfy.model_management.get_torch_device())
-        dino_path = hf_folder_path(DINO_FOLDER, grounding_dino_model, "grounding_dino_model")
+        if grounding_dino_model.lower().endswith(".pth"):
+            dino_path = file_path(DINO_FOLDER, grounding_dino_model, "grounding_dino_model",
+                                  "put an original GroundingDINO checkpoint and its .cfg.py there.")
+            bert = bert_folder()
+        else:
+            dino_path, bert = hf_folder_path(DINO_FOLDER, grounding_dino_model, "grounding_dino_model"), None
         sam_path = file_path(SAM_FOLDER, sam_model, "sam_model", "put an original SAM checkpoint (e.g. sam_vit_b_01ec64.pth) there.")
-        model, processor = cached_grounding_dino(dino_path, device)
+        model, processor = cached_grounding_dino(dino_path, device, bert)
         predictor = cached_sam(sam_path, device)
 
         def find_boxes(pixels):

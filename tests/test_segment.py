@@ -102,3 +102,109 @@ def test_wrong_model_kinds_are_named(tmp_path, models):
     torch.save({"weight": torch.zeros(2)}, tmp_path / "not_sam.pth")
     with pytest.raises(ValueError, match="not an original SAM checkpoint"):
         segment.load_sam(tmp_path / "not_sam.pth")
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    from devtools.original_grounding_dino import save_tiny_original_grounding_dino
+
+    return save_tiny_original_grounding_dino(tmp_path_factory.mktemp("original_gdino"))
+
+
+def test_original_checkpoint_converts_to_the_same_model(original, images):
+    from safetensors.torch import load_file
+    from transformers import GroundingDinoForObjectDetection, GroundingDinoImageProcessor
+
+    from vcd_core.grounding_dino_original import to_hf_state_dict
+
+    hf_folder, checkpoint, bert = original
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    assert "bert.pooler.dense.weight" in state and "backbone.0.layers.0.blocks.0.attn.relative_position_index" in state
+    hub = {k: v for k, v in load_file(str(hf_folder / "model.safetensors")).items() if ".swin.layernorm." not in k}
+    converted = to_hf_state_dict(state)  # refuses any original key it has no place for
+    assert converted.keys() == hub.keys()  # every Hugging Face weight filled, none left over
+    assert all(torch.equal(converted[k], hub[k]) for k in hub)
+    model, processor = segment.load_grounding_dino(checkpoint, bert=bert)
+    reference = GroundingDinoForObjectDetection.from_pretrained(hf_folder).eval()
+    processor.image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 128})
+    inputs = processor(images=[(images[0] * 255).to(torch.uint8).numpy()], text=["a person."], return_tensors="pt")
+    with torch.no_grad():
+        ours, theirs = model(**inputs), reference(**inputs)
+    assert torch.equal(ours.logits, theirs.logits) and torch.equal(ours.pred_boxes, theirs.pred_boxes)
+    assert ours.logits.isfinite().any() and ours.pred_boxes.std() > 0  # not a degenerate output
+
+
+@pytest.fixture()
+def original_dirs(inproc, models, original, monkeypatch):
+    import folder_paths
+
+    root, hf_folder, checkpoint, bert = models[0], *original
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "grounding-dino",
+                        ([str(hf_folder.parent), str(checkpoint.parent)], {".pth", ""}))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "sams", ([str(root / "sams")], {".pth"}))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "bert-base-uncased", ([str(bert)], set()))
+    yield hf_folder, checkpoint
+    import comfy.model_management  # both routes' models go, so later tests see one GroundingDINO at most
+
+    inproc.pack.nodes.segment.cached_grounding_dino.cache_clear()
+    comfy.model_management.unload_all_models()
+
+
+def test_node_masks_from_an_original_checkpoint_equal_the_hugging_face_ones(inproc, original_dirs, images):
+    hf_folder, checkpoint = original_dirs
+    schema = inproc.pack.nodes.segment.VCDPromptSegment.define_schema()
+    options = next(spec.options for spec in schema.inputs if spec.id == "grounding_dino_model")
+    assert {hf_folder.name, checkpoint.name} <= set(options)
+    ours = run(inproc, images[:1], grounding_dino_model=checkpoint.name, box_mode="union").result[0]
+    theirs = run(inproc, images[:1], grounding_dino_model=hf_folder.name, box_mode="union").result[0]
+    assert torch.equal(ours, theirs) and 0 < float(ours.mean()) < 1
+
+
+def test_node_names_the_missing_bert_folder(inproc, original_dirs, images, tmp_path, monkeypatch):
+    import folder_paths
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "bert-base-uncased", ([str(tmp_path / "nothing")], set()))
+    with pytest.raises(FileNotFoundError, match=r"nothing: put bert-base-uncased's config.json and vocab.txt"):
+        run(inproc, images[:1], grounding_dino_model=original_dirs[1].name)
+
+
+def original_copy(original, folder, name="groundingdino_swint_ogc.pth", cfg: str | None = None):
+    """The tiny original checkpoint copied into ``folder`` as ``name``, with ``cfg`` (text) as its .cfg.py if given."""
+    import shutil
+
+    target = shutil.copy(original[1], folder / name)
+    if cfg is not None:
+        (folder / "GroundingDINO_SwinT_OGC.cfg.py").write_text(cfg)
+    return target
+
+
+def tiny_cfg_text(original) -> str:
+    return original[1].with_name("tiny_ogc.cfg.py").read_text()
+
+
+@pytest.mark.parametrize("case, error, message", [
+    ("no cfg", FileNotFoundError, r"groundingdino_swint_ogc.pth has no config beside it .*: put "
+                                  r"groundingdino_swint_ogc.cfg.py or GroundingDINO_SwinT_OGC.cfg.py"),
+    ("code in cfg", ValueError, r"GroundingDINO_SwinT_OGC.cfg.py line 2: .* holds code .*it is not run"),
+    ("cfg of another model", ValueError, r"says swin_T_224_1k .* belongs to another checkpoint"),
+    ("no bert", FileNotFoundError, r"needs the BERT tokenizer and config in .*missing: put bert-base-uncased's"),
+    ("pickled code", ValueError, r"holds more than weights"),
+    ("foreign weight", ValueError, r"unexpected weight 'extra.weight'"),
+])
+def test_bad_original_files_get_clear_errors(original, tmp_path, case, error, message):
+    cfg = tiny_cfg_text(original)
+    marker = tmp_path / "ran"
+    cfg = {"no cfg": None, "code in cfg": f"hidden_dim = 32\nopen({str(marker)!r}, 'w')\n" + cfg,
+           "cfg of another model": cfg.replace("'swin_tiny'", "'swin_T_224_1k'")}.get(case, cfg)
+    checkpoint = original_copy(original, tmp_path, cfg=cfg)
+    state = torch.load(checkpoint, weights_only=True)
+    if case == "pickled code":
+        import argparse
+
+        torch.save({**state, "args": argparse.Namespace(lr=1)}, checkpoint)
+    if case == "foreign weight":
+        torch.save({"model": {**state["model"], "extra.weight": torch.zeros(1)}}, checkpoint)
+    bert = tmp_path / "missing" if case == "no bert" else original[2]
+    with pytest.raises(error, match=message):
+        segment.load_grounding_dino(checkpoint, bert=bert)
+    assert not marker.exists()

@@ -64,10 +64,13 @@ def test_face_tracks_follow_both_faces_left_to_right_with_a_colour_each(face_tra
 
 def test_face_tracks_number_by_first_appearance_and_warn_for_a_missing_track(face_tracks):
     image = as_tensor(two_faces())
-    image[0, :, 192:] = 90 / 255  # the right face appears in frame 1
+    image[0, :, :192] = 90 / 255  # the left face appears in frame 1
     mask, per_track, _, count = face_tracks(image, order="first_seen", track=2).args
     assert count == 2 and per_track[0][0].any() and not per_track[1][0].any() and per_track[1][1].any()
+    assert box_columns(per_track[0][:1])[0][0] > 192  # the right face, seen first
     assert not mask.any()
+    _, by_position, _, _ = face_tracks(image).args
+    assert torch.equal(by_position[0], per_track[1]) and torch.equal(by_position[1], per_track[0])
     _, nothing, _, none = face_tracks(torch.full((2, 64, 64, 3), 0.5)).args
     assert none == 0 and len(nothing) == 1 and not nothing[0].any()  # a list output is never empty
 

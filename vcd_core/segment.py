@@ -1,7 +1,8 @@
 """Prompt-to-segmentation (method.md section 2): GroundingDINO boxes for a text prompt, SAM masks for the boxes.
 
 GroundingDINO runs through transformers' ``GroundingDinoForObjectDetection`` from a local
-Hugging Face folder (``groundingdino-py`` cannot build its model under transformers 5). SAM
+Hugging Face folder, or from an original ``.pth`` + ``.cfg.py`` converted on load
+(``grounding_dino_original``; ``groundingdino-py`` cannot build its model under transformers 5). SAM
 runs through ``segment-anything`` from the original ``.pth`` checkpoints, read with
 ``torch.load(weights_only=True)`` (or ``.safetensors``); its size (ViT-B/L/H or smaller) is
 read from the weights. Unlike the released code, an image with no detection never crashes:
@@ -32,11 +33,18 @@ class Detection:
     scores: torch.Tensor
 
 
-def load_grounding_dino(folder: str | os.PathLike, device: torch.device | str = "cpu"):
-    """``(model, processor)`` from a local folder holding a transformers GroundingDINO (config, weights, tokenizer)."""
+def load_grounding_dino(folder: str | os.PathLike, device: torch.device | str = "cpu",
+                        bert: str | os.PathLike | None = None):
+    """``(model, processor)`` from a transformers GroundingDINO folder, or an original ``.pth`` (BERT files in ``bert``)."""
     from transformers import AutoConfig, AutoProcessor, GroundingDinoForObjectDetection
 
     folder = Path(folder)
+    if folder.is_file():
+        from .grounding_dino_original import load_original
+
+        if bert is None:
+            raise ValueError(f"{folder.name} is an original GroundingDINO checkpoint: it needs a bert-base-uncased folder")
+        return load_original(folder, bert, device)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} holds no config.json: put a Hugging Face GroundingDINO folder there "
                                 "(e.g. IDEA-Research/grounding-dino-tiny: config, weights, processor and tokenizer files).")
