@@ -39,6 +39,9 @@ NODES = {
     ),
     "VCDFaceDetect": ({"image": ["img", 0], "detector": "opencv_haar"},
                       {"class_type": "PreviewImage", "inputs": {"images": ["node", 1]}}),
+    "VCDFaceTracks": ({"image": ["img", 0], "detector": "opencv_haar", "order": "left_to_right", "track": 0,
+                       "min_iou": 0.1, "max_missed": 2, "min_frames": 1, "fill_gaps": True},
+                      {"class_type": "PreviewImage", "inputs": {"images": ["node", 2]}}),
     "VCDTrainIdentity": (
         {"model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2], "images": ["img", 0], "name": "bad_input_case",
          "class_word": "man", "tokens": 4, "steps": 1, "learning_rate": 1e-3, "batch_size": 1, "seed": 0,
@@ -63,6 +66,9 @@ CASES = [
     ("VCDTiledRefine", "denoise", math.inf, "widget", "finite"),
     ("VCDTiledRefine", "scheduler", "no_such_scheduler", "widget", "not one of the choices"),
     ("VCDFaceDetect", "detector", "no_such_detector", "widget", "not one of the choices"),
+    ("VCDFaceTracks", "min_iou", math.nan, "widget", "finite"),
+    ("VCDFaceTracks", "max_missed", -1, "primitive", "at least 0"),
+    ("VCDFaceTracks", "order", "by_size", "widget", "not one of the choices"),
     ("VCDTrainIdentity", "steps", -5, "primitive", "at least 1"),
     ("VCDTrainIdentity", "learning_rate", math.nan, "widget", "finite"),
 ]
