@@ -84,4 +84,4 @@ def test_a_missing_or_unreadable_identity_stops_the_run_naming_the_file(host, sh
     (host.models_dir / "embeddings" / "vcd_test_broken.pt").write_bytes(b"not a tensor file")
     graph[loader]["inputs"]["embedding"] = "vcd_test_broken.pt"
     error = _rejection(host, graph, loader)
-    assert "vcd_test_broken.pt cannot be used" in error["details"] and "not a readable .pt embedding" in error["details"]
+    assert "vcd_test_broken.pt cannot be used" in error["details"]  # then read_embedding's reason (it varies with torch)
