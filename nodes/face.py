@@ -11,6 +11,7 @@ from .inputs import checked
 from ..vcd_core import face, face_detect
 from .channels import as_rgb
 from .model_folders import file_path, register
+from .progress import send_preview_image
 from .ade import warn_if_prior_lost
 from .sampling import SamplingSettings, denoise_clip, sampler_inputs
 
@@ -114,6 +115,9 @@ class VCDFaceRefine(io.ComfyNode):
                 io.Mask.Output(display_name="paste_mask"),
                 io.Image.Output(display_name="crop_before"),
                 io.Image.Output(display_name="crop_after"),
+                io.Image.Output(display_name="window_preview",
+                                tooltip="The frames with each crop window (yellow) and face box (red); shown on the node "
+                                        "before sampling starts."),
             ],
             hidden=[io.Hidden.unique_id],
         )
@@ -134,7 +138,7 @@ class VCDFaceRefine(io.ComfyNode):
         if windows is None:
             warning = "VCD Face Refine: no face in any frame; returning the frames unchanged."
             log.warning(warning)
-            return io.NodeOutput(image, torch.zeros(image.shape[:3]), image, image, ui=ui.PreviewText(warning))
+            return io.NodeOutput(image, torch.zeros(image.shape[:3]), image, image, image, ui=ui.PreviewText(warning))
         inside, leaving = face.cut_to_windows(masks, windows)
         warning = None
         if leaving:
@@ -143,6 +147,8 @@ class VCDFaceRefine(io.ComfyNode):
                        "'union' for a moving face (a window never exceeds the frame's shorter side).")
             log.warning(warning)
 
+        preview = face.window_preview(image, windows, masks)
+        send_preview_image(preview[0], steps)  # where the window is, before the long part
         size = face.crop_size(windows[0].height, guide_size, max_size)
         before = face.crop_clip(image, windows, size)
         latent = vae.encode(before)
@@ -152,4 +158,4 @@ class VCDFaceRefine(io.ComfyNode):
         after = vae.decode(samples).reshape(-1, *before.shape[1:]).to(image.dtype)
         paste_mask = face.feather_mask(inside, feather)
         refined = face.paste_clip(image, after, windows, paste_mask)
-        return io.NodeOutput(refined, paste_mask, before, after, ui=ui.PreviewText(warning) if warning else None)
+        return io.NodeOutput(refined, paste_mask, before, after, preview, ui=ui.PreviewText(warning) if warning else None)

@@ -7,12 +7,18 @@ from comfy_api.latest import io
 
 from .inputs import checked
 from ..vcd_core import tiling
+from ..vcd_core.geometry import Box
 from .ade import warn_if_prior_lost
 from .channels import as_rgb
+from .progress import send_preview_image
 from .sampling import SamplingSettings, denoise_clip, sampler_inputs
 
 WRAPPER_KEY = "VCD_tiled"
 LATENT_SCALE = 8  # SD1.5 VAE
+
+
+def _run_chain(x: torch.Tensor, timestep, *, executor, model, conds, model_options):
+    return executor(model, conds, x, timestep, model_options)
 
 
 def tiling_wrapper(tile: int, overlap: int, tile_batch: int):
@@ -21,17 +27,18 @@ def tiling_wrapper(tile: int, overlap: int, tile_batch: int):
     Placed on a clone of the incoming MODEL, it sits inside AnimateDiff-Evolved's own wrapper, so each call
     gets one whole context window and every tile keeps all of its frames, contiguous.
     """
+    run_tiled = tiling.tiled(_run_chain, tile, overlap, tile_batch)  # the per-frame timestep is repeated per tile
 
     def wrapper(executor, model, conds, x_in: torch.Tensor, timestep, model_options):
-        plan = tiling.tile_plan(x_in.shape[-2], x_in.shape[-1], tile, overlap)
-        weights = tiling.blend_weights(plan, x_in.shape[-2], x_in.shape[-1], overlap)
-
-        def per_tile(tiles: torch.Tensor, count: int):
-            return executor(model, conds, tiles, tiling.repeat_per_frame(timestep, x_in.shape[0], count), model_options)
-
-        return tiling.tiled_apply(per_tile, x_in, plan, weights, tile_batch)
+        return run_tiled(x_in, timestep, executor=executor, model=model, conds=conds, model_options=model_options)
 
     return wrapper
+
+
+def pixel_plan(height: int, width: int, tile_size: int, overlap: int) -> list[Box]:
+    """The tiles the wrapper samples on frames of ``height x width`` (multiples of 8), in pixels."""
+    plan = tiling.tile_plan(height // LATENT_SCALE, width // LATENT_SCALE, tile_size // LATENT_SCALE, overlap // LATENT_SCALE)
+    return [box.scaled(LATENT_SCALE) for box in plan]
 
 
 def check_tiling(tile_size: int, overlap: int, tile_batch: int) -> None:
@@ -78,7 +85,12 @@ class VCDTiledRefine(io.ComfyNode):
                 io.Int.Input("tile_batch", default=1, min=1, max=64,
                              tooltip="Tiles per model call: faster on a big GPU, memory grows with it."),
             ],
-            outputs=[io.Image.Output()],
+            outputs=[
+                io.Image.Output(),
+                io.Image.Output(display_name="tile_plan",
+                                tooltip="The first frame with the sampling tiles outlined and their overlaps tinted "
+                                        "magenta; shown on the node before sampling starts."),
+            ],
             hidden=[io.Hidden.unique_id],
         )
 
@@ -92,6 +104,8 @@ class VCDTiledRefine(io.ComfyNode):
         image = as_rgb(image, "image")
         height, width = image.shape[1:3]
         padded = tiling.pad_to_multiple(image, LATENT_SCALE)  # cropped back after decoding
+        plan = tiling.plan_preview(padded[0], pixel_plan(*padded.shape[1:3], tile_size, overlap))[:, :height, :width]
+        send_preview_image(plan[0], steps)  # where the tiles are, before the long part
         # ComfyUI's tiled VAE also runs half-size tiles, which an overlap of tile_size/2 or more divides by
         # zero: cap the VAE's overlap as core VAEDecodeTiled does (the sampling tiles keep the full overlap).
         vae_overlap = min(overlap, tile_size // 4)
@@ -100,4 +114,4 @@ class VCDTiledRefine(io.ComfyNode):
         samples = denoise_clip(tiled_model(model, tile_size, overlap, tile_batch), positive, negative, latent, settings)
         tile = tile_size // LATENT_SCALE
         frames = vae.decode_tiled(samples, tile_x=tile, tile_y=tile, overlap=vae_overlap // LATENT_SCALE)
-        return io.NodeOutput(frames.reshape(-1, *frames.shape[-3:])[:, :height, :width])
+        return io.NodeOutput(frames.reshape(-1, *frames.shape[-3:])[:, :height, :width], plan)

@@ -214,3 +214,24 @@ def test_tile_batch_stacks_tiles_per_call_with_per_frame_args_and_keywords():
     plan = tiling.tile_plan(20, 28, 12, 4)
     assert calls == [12] * (len(plan) // 3) + [4 * (len(plan) % 3)] * bool(len(plan) % 3)
     torch.testing.assert_close(out, plain_denoiser(x, sigma, 0.0) * 2.0, rtol=0, atol=1e-6)
+
+
+def test_plan_preview_outlines_tiles_like_a_chessboard_and_tints_the_overlaps():
+    """24 x 24 frame, tiles of 16 overlapping by 8: the middle band (rows or columns 8-15) is tinted, nothing else."""
+    frame = torch.full((24, 24, 3), 0.2)
+    plan = tiling.tile_plan(24, 24, 16, 8)
+    preview = tiling.plan_preview(frame, plan)
+    assert preview.shape == (1, 24, 24, 3) and frame.unique().tolist() == [pytest.approx(0.2)]
+    tinted = (frame[0, 0] + torch.tensor(tiling.OVERLAP_COLOUR)) / 2
+    blue, orange = (torch.tensor(c) for c in tiling.TILE_COLOURS)
+    torch.testing.assert_close(preview[0, 4, 12], tinted)  # inside tiles 0 and 1 only, off every edge
+    torch.testing.assert_close(preview[0, 12, 12], tinted)  # all four tiles
+    torch.testing.assert_close(preview[0, 4, 4], frame[0, 0])  # tile 0 alone
+    torch.testing.assert_close(preview[0, 20, 20], frame[0, 0])  # tile 3 alone
+    # Outlines over the tint: tiles (0, 0) and (8, 8) blue, (0, 8) and (8, 0) orange (drawn last where edges cross).
+    torch.testing.assert_close(preview[0, 0, 4], blue)  # top edge of tile (0, 0)
+    torch.testing.assert_close(preview[0, 4, 15], blue)  # its right edge, in the tinted band
+    torch.testing.assert_close(preview[0, 23, 20], blue)  # bottom edge of tile (8, 8)
+    torch.testing.assert_close(preview[0, 0, 20], orange)  # top edge of tile (0, 8)
+    torch.testing.assert_close(preview[0, 20, 0], orange)  # left edge of tile (8, 0)
+    torch.testing.assert_close(preview[0, 23, 12], orange)  # tile (8, 0)'s bottom edge crosses tile (8, 8)'s

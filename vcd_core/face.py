@@ -16,11 +16,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .geometry import Box
+from .geometry import Box, draw_outlines
 
 __all__ = [
     "mask_box", "crop_window", "union_window", "per_frame_windows", "crop_size",
-    "crop_clip", "paste_clip", "cut_to_windows", "feather_mask", "latent_noise_mask",
+    "crop_clip", "paste_clip", "cut_to_windows", "feather_mask", "latent_noise_mask", "window_preview",
 ]
 
 
@@ -142,3 +142,13 @@ def latent_noise_mask(masks: torch.Tensor, windows: Sequence[Box], latent_size: 
     """The face mask inside each window at latent resolution: ``[F, 1, l, l]``, 1 where the model may change."""
     crops = torch.stack([w.crop(m) for m, w in zip(masks, windows)])[:, None].float()
     return F.interpolate(crops, size=(latent_size, latent_size), mode="area").clamp(0.0, 1.0)
+
+
+WINDOW_COLOUR = (1.0, 0.85, 0.0)  # yellow: the crop window that is re-denoised
+FACE_COLOUR = (1.0, 0.2, 0.2)  # red: the face's box (the part the noise mask lets change)
+
+
+def window_preview(images: torch.Tensor, windows: Sequence[Box], masks: torch.Tensor) -> torch.Tensor:
+    """Frame ``i`` with its crop window outlined in yellow and the box of its face mask in red, ``[F, H, W, C]``."""
+    faces = [[box] if (box := mask_box(mask)) is not None else [] for mask in masks]
+    return draw_outlines(draw_outlines(images, faces, FACE_COLOUR), [[window] for window in windows], WINDOW_COLOUR)

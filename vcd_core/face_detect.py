@@ -12,7 +12,7 @@ import torch
 
 from .geometry import Box
 
-__all__ = ["haar_faces", "yolo_faces", "largest_box", "boxes_to_masks"]
+__all__ = ["uint8_rgb", "haar_faces", "yolo_faces", "largest_box", "boxes_to_masks"]
 
 
 def _cv2():
@@ -28,13 +28,18 @@ def _cv2():
     return cv2
 
 
+def uint8_rgb(frame: torch.Tensor) -> np.ndarray:
+    """A ``[H, W, C]`` float frame as the ``uint8`` RGB array detectors read: clamped to 0..1, times 255, truncated."""
+    return (frame[..., :3].clamp(0, 1) * 255).byte().cpu().numpy()
+
+
 def haar_faces(images: torch.Tensor, min_size_fraction: float = 0.05) -> list[list[Box]]:
     """Frontal faces in each ``[H, W, C]`` frame of ``images`` (floats 0..1), largest first."""
     cv2 = _cv2()
     detector = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
     found = []
     for frame in images:
-        gray = cv2.cvtColor((frame[..., :3].clamp(0, 1) * 255).byte().cpu().numpy(), cv2.COLOR_RGB2GRAY)
+        gray = cv2.cvtColor(uint8_rgb(frame), cv2.COLOR_RGB2GRAY)
         side = max(16, int(min(gray.shape) * min_size_fraction))
         rects = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
         boxes = [Box(int(y), int(y + h), int(x), int(x + w)) for x, y, w, h in np.asarray(rects).reshape(-1, 4)]
@@ -52,7 +57,7 @@ def yolo_faces(images: torch.Tensor, model_path: str, confidence: float = 0.35) 
     model = YOLO(model_path)
     found = []
     for frame in images:
-        array = (frame[..., :3].clamp(0, 1) * 255).byte().cpu().numpy()[..., ::-1]  # RGB -> BGR
+        array = uint8_rgb(frame)[..., ::-1]  # RGB -> BGR
         result = model.predict(array, conf=confidence, verbose=False)[0]
         xyxy = result.boxes.xyxy.cpu().numpy() if result.boxes is not None else np.zeros((0, 4))
         found.append([Box(int(y0), int(y1), int(x0), int(x1)) for x0, y0, x1, y1 in xyxy])

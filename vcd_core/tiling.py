@@ -15,9 +15,9 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .geometry import Box
+from .geometry import Box, draw_outlines
 
-__all__ = ["tile_plan", "blend_weights", "tiled_apply", "repeat_per_frame", "tiled", "pad_to_multiple"]
+__all__ = ["tile_plan", "blend_weights", "tiled_apply", "repeat_per_frame", "tiled", "pad_to_multiple", "plan_preview"]
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -105,14 +105,16 @@ def repeat_per_frame(value, frames: int, count: int):
     return value
 
 
-def tiled(denoiser: Callable[..., torch.Tensor], tile: int, overlap: int, tile_batch: int = 1) -> Callable[..., torch.Tensor]:
-    """Wrap ``denoiser(x, *args)`` (e.g. ``f(x, sigma, cond)``) to run on spatial tiles of ``x`` and blend."""
+def tiled(denoiser: Callable[..., "torch.Tensor | Sequence[torch.Tensor]"], tile: int, overlap: int,
+          tile_batch: int = 1) -> Callable[..., "torch.Tensor | list[torch.Tensor]"]:
+    """Wrap ``denoiser(x, *args, **kwargs)`` (e.g. ``f(x, sigma, cond)``, or ComfyUI's cond-batch executor) to run on
+    spatial tiles of ``x`` and blend; per-frame ``args`` are repeated per stacked tile, ``kwargs`` pass as they are."""
 
-    def run(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def run(x: torch.Tensor, *args, **kwargs) -> "torch.Tensor | list[torch.Tensor]":
         plan = tile_plan(x.shape[-2], x.shape[-1], tile, overlap)
         weights = blend_weights(plan, x.shape[-2], x.shape[-1], overlap)
 
-        def per_tile(tiles: torch.Tensor, count: int) -> torch.Tensor:
+        def per_tile(tiles: torch.Tensor, count: int) -> "torch.Tensor | Sequence[torch.Tensor]":
             return denoiser(tiles, *[repeat_per_frame(a, x.shape[0], count) for a in args], **kwargs)
 
         return tiled_apply(per_tile, x, plan, weights, tile_batch)
@@ -128,3 +130,21 @@ def pad_to_multiple(frames: torch.Tensor, multiple: int) -> torch.Tensor:
     if not extra_h and not extra_w:
         return frames
     return F.pad(frames.movedim(-1, 1), (0, extra_w, 0, extra_h), mode="replicate").movedim(1, -1)
+
+
+TILE_COLOURS = ((0.2, 0.6, 1.0), (1.0, 0.55, 0.1))  # blue / orange, alternating like a chessboard
+OVERLAP_COLOUR = (1.0, 0.0, 1.0)  # magenta tint where tiles overlap (there they are blended)
+
+
+def plan_preview(frame: torch.Tensor, plan: Sequence[Box]) -> torch.Tensor:
+    """``[1, H, W, C]``: a ``[H, W, C]`` frame with every tile of ``plan`` outlined and the overlaps tinted half magenta."""
+    cover = torch.zeros(frame.shape[:2], dtype=torch.int64)
+    for t in plan:
+        cover[t.y0:t.y1, t.x0:t.x1] += 1
+    tint = torch.tensor(OVERLAP_COLOUR, dtype=frame.dtype, device=frame.device)
+    shaded = torch.where((cover > 1).to(frame.device)[..., None], (frame + tint) / 2, frame)[None]
+    rows, cols = sorted({t.y0 for t in plan}), sorted({t.x0 for t in plan})
+    for parity, colour in enumerate(TILE_COLOURS):
+        boxes = [t for t in plan if (rows.index(t.y0) + cols.index(t.x0)) % 2 == parity]
+        shaded = draw_outlines(shaded, [boxes], colour)
+    return shaded
