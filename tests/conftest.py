@@ -39,6 +39,33 @@ def inproc() -> SimpleNamespace:
 
 
 @pytest.fixture(scope="session")
+def parts(inproc) -> dict:
+    """The tiny SD1.5 MODEL, prompt conds and VAE for the refine nodes, the pack's nodes, and short ``sampling`` settings."""
+    model, clip, vae = inproc.tiny.tiny_model(0), inproc.tiny.tiny_clip(0), inproc.tiny.tiny_vae(0)
+    positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a woman"))
+    negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    sampling = dict(steps=2, cfg=4.0, sampler_name="euler", scheduler="normal", seed=3)
+    return dict(model=model, positive=positive, negative=negative, vae=vae, nodes=inproc.pack.nodes, sampling=sampling)
+
+
+@pytest.fixture(scope="session")
+def face_refine(parts):
+    """``face_refine(image, model=None, **overrides)``: VCD Face Refine's four outputs on the tiny model (union crop, Haar)."""
+
+    import torch
+
+    def run(image, model=None, **overrides):
+        options = dict(crop_factor=3.0, guide_size=64, max_size=128, denoise=0.8, gamma=0.0, feather=5,
+                       crop_mode="union", detector="opencv_haar", **parts["sampling"])
+        options.update(overrides)
+        with torch.inference_mode():
+            return parts["nodes"].face.VCDFaceRefine.execute(
+                model or parts["model"], parts["positive"], parts["negative"], parts["vae"], image, **options).result
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def ade_models() -> dict[str, Path] | None:
     """With the real AnimateDiff-Evolved beside the clone: the seeded random full-width SD1.5 checkpoint and
     motion modules (``devtools.ade_models``; built once, cached outside the clone). None without it."""

@@ -10,16 +10,6 @@ import pytest
 import skimage.data
 import torch
 
-SAMPLING = dict(steps=2, cfg=4.0, sampler_name="euler", scheduler="normal", seed=3)
-
-
-@pytest.fixture(scope="module")
-def parts(inproc):
-    model, clip, vae = inproc.tiny.tiny_model(0), inproc.tiny.tiny_clip(0), inproc.tiny.tiny_vae(0)
-    positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a woman"))
-    negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
-    return dict(model=model, positive=positive, negative=negative, vae=vae, nodes=inproc.pack.nodes)
-
 
 @pytest.fixture(scope="module")
 def frames():
@@ -42,44 +32,35 @@ def sampler_calls(monkeypatch):
     return calls
 
 
-def face_refine(parts, image, **overrides):
-    options = dict(crop_factor=3.0, guide_size=64, max_size=128, denoise=0.8, gamma=0.0, feather=5,
-                   crop_mode="union", detector="opencv_haar", **SAMPLING)
-    options.update(overrides)
-    with torch.inference_mode():
-        return parts["nodes"].face.VCDFaceRefine.execute(
-            parts["model"], parts["positive"], parts["negative"], parts["vae"], image, **options).result
-
-
 def lag_correlation(noise: torch.Tensor, lag: int) -> float:
     flat = noise.reshape(noise.shape[0], -1)
     return float(torch.nn.functional.cosine_similarity(flat[:-lag], flat[lag:], dim=1).mean())
 
 
-def test_face_refine_samples_every_frame_in_one_call(parts, frames, sampler_calls):
-    face_refine(parts, frames)
+def test_face_refine_samples_every_frame_in_one_call(face_refine, frames, sampler_calls):
+    face_refine(frames)
     [call] = sampler_calls
     assert call["latent"].shape[0] == frames.shape[0]
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.8])
-def test_face_refine_noise_follows_gamma(parts, frames, sampler_calls, gamma):
-    face_refine(parts, frames, gamma=gamma)
+def test_face_refine_noise_follows_gamma(face_refine, frames, sampler_calls, gamma):
+    face_refine(frames, gamma=gamma)
     noise = sampler_calls[0]["noise"]
     assert lag_correlation(noise, 1) == pytest.approx(gamma, abs=0.12)
     assert lag_correlation(noise, 2) == pytest.approx(gamma**2, abs=0.12)
 
 
-def test_face_refine_with_a_wired_mask_refines_only_that_mask(parts, frames):
+def test_face_refine_with_a_wired_mask_refines_only_that_mask(face_refine, frames):
     mask = torch.zeros(frames.shape[:3])
     mask[:, 150:200, 150:200] = 1  # a "face" where the detector would not look: lower right
-    image, paste_mask, _, _ = face_refine(parts, frames, mask=mask, feather=0)
+    image, paste_mask, _, _ = face_refine(frames, mask=mask, feather=0)
     assert torch.equal(paste_mask > 0, mask > 0)
     changed = (image - frames).abs().amax(dim=-1) > 0
     assert changed.any() and not changed[mask == 0].any()
 
 
-def test_refine_sigmas_follow_an_object_patched_model_sampling(parts, frames, sampler_calls):
+def test_refine_sigmas_follow_an_object_patched_model_sampling(parts, frames, sampler_calls, face_refine):
     """AnimateDiff-Evolved swaps model_sampling as an object patch; the refine must sample on that schedule."""
     import comfy.model_sampling
     from vcd.nodes.sampling import partial_sigmas
@@ -91,7 +72,7 @@ def test_refine_sigmas_follow_an_object_patched_model_sampling(parts, frames, sa
     sampling = Discrete(None)
     sampling._register_schedule(beta_schedule="sqrt_linear", linear_start=0.00085, linear_end=0.012)
     patched.add_object_patch("model_sampling", sampling)
-    face_refine(dict(parts, model=patched), frames, denoise=0.8)
+    face_refine(frames, model=patched, denoise=0.8)
     used = sampler_calls[0]["sigmas"]
     plain = partial_sigmas(parts["model"], "normal", 2, 0.8)
     assert used[0] == pytest.approx(float(partial_sigmas(patched, "normal", 2, 0.8)[0]))
@@ -111,14 +92,14 @@ def test_tiled_refine_shows_the_model_one_tile_at_a_time(parts):
     with torch.inference_mode():
         out = parts["nodes"].tiled.VCDTiledRefine.execute(
             model, parts["positive"], parts["negative"], parts["vae"], image, tile_size=64, overlap=16,
-            tile_batch=1, denoise=0.5, gamma=0.1, **SAMPLING).result[0]
+            tile_batch=1, denoise=0.5, gamma=0.1, **parts["sampling"]).result[0]
     assert out.shape == image.shape
     assert seen and all(shape[-2:] == (8, 8) for shape in seen), set(seen)
     # 16x24 latent, 8-latent tiles with 2 overlap: 3 x 4 tiles; cond and uncond may share a call.
     assert len(seen) % 12 == 0
 
 
-def test_nodes_reach_no_network(parts, frames, monkeypatch):
+def test_nodes_reach_no_network(face_refine, frames, monkeypatch):
     def refuse(self, address, *args):
         host = address[0] if isinstance(address, tuple) else address
         if host not in ("127.0.0.1", "::1", "localhost") and not str(host).startswith("/"):
@@ -128,7 +109,7 @@ def test_nodes_reach_no_network(parts, frames, monkeypatch):
     real_connect = socket.socket.connect
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: refuse(None, a[0]))
-    image, _, _, _ = face_refine(parts, frames[:2])
+    image, _, _, _ = face_refine(frames[:2])
     assert torch.isfinite(image).all()
 
 
@@ -195,8 +176,8 @@ def test_refine_sampling_sends_live_previews(parts, monkeypatch):
     monkeypatch.setattr(latent_preview.args, "preview_method", LatentPreviewMethod.Latent2RGB)
     monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None: updates.append(preview))
     latent = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-    settings = SamplingSettings(denoise=0.8, gamma=0.0, **SAMPLING)
+    settings = SamplingSettings(denoise=0.8, gamma=0.0, **parts["sampling"])
     with torch.inference_mode():
         denoise_clip(parts["model"], parts["positive"], parts["negative"], latent, settings)
-    assert len(updates) == SAMPLING["steps"] and all(preview is not None for preview in updates)
+    assert len(updates) == parts["sampling"]["steps"] and all(preview is not None for preview in updates)
 

@@ -4,16 +4,6 @@ import pytest
 import skimage.data
 import torch
 
-SAMPLING = dict(steps=2, cfg=4.0, sampler_name="euler", scheduler="normal", seed=3)
-
-
-@pytest.fixture(scope="module")
-def parts(inproc):
-    model, clip, vae = inproc.tiny.tiny_model(0), inproc.tiny.tiny_clip(0), inproc.tiny.tiny_vae(0)
-    positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a woman"))
-    negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
-    return dict(model=model, positive=positive, negative=negative, vae=vae, nodes=inproc.pack.nodes)
-
 
 @pytest.fixture(scope="module")
 def astronaut_frames():
@@ -21,17 +11,8 @@ def astronaut_frames():
     return torch.stack([photo.roll(2 * i, dims=1) for i in range(4)])  # a face drifting right
 
 
-def refine(parts, image, **overrides):
-    options = dict(crop_factor=3.0, guide_size=64, max_size=128, denoise=0.8, gamma=0.0, feather=5,
-                   crop_mode="union", detector="opencv_haar", **SAMPLING)
-    options.update(overrides)
-    with torch.inference_mode():
-        return parts["nodes"].face.VCDFaceRefine.execute(
-            parts["model"], parts["positive"], parts["negative"], parts["vae"], image, **options).result
-
-
 def tiled_refine(parts, image, **overrides):
-    options = dict(tile_size=64, overlap=16, denoise=0.5, gamma=0.1, tile_batch=1, **SAMPLING)
+    options = dict(tile_size=64, overlap=16, denoise=0.5, gamma=0.1, tile_batch=1, **parts["sampling"])
     options.update(overrides)
     with torch.inference_mode():
         return parts["nodes"].tiled.VCDTiledRefine.execute(
@@ -43,20 +24,7 @@ def with_alpha(rgb):
     return torch.cat([rgb, torch.rand(*rgb.shape[:-1], 1, generator=torch.Generator().manual_seed(9))], dim=-1)
 
 
-def test_image_channels_become_rgb_or_are_refused_by_name(inproc):
-    as_rgb = inproc.pack.nodes.channels.as_rgb
-    rgb = torch.rand(2, 5, 6, 3)
-    assert torch.equal(as_rgb(rgb, "image"), rgb) and torch.equal(as_rgb(with_alpha(rgb), "image"), rgb)
-    gray = rgb[..., :1]
-    for grey_input in (gray, torch.cat([gray, torch.ones_like(gray)], dim=-1)):  # grey, grey + alpha
-        assert torch.equal(as_rgb(grey_input, "image"), gray.expand(-1, -1, -1, 3))
-    for bad, message in ((torch.rand(2, 5, 6, 5), "images: .*5 channels"), (torch.rand(0, 5, 6, 3), "images: .*empty"),
-                         (torch.rand(5, 6, 3), "images: .*\\[B, H, W, C\\]"), (torch.rand(1, 0, 6, 3), "images: .*empty")):
-        with pytest.raises(ValueError, match=message):
-            as_rgb(bad, "images")
-
-
-def test_face_nodes_take_grey_and_rgba_frames(parts, astronaut_frames):
+def test_face_nodes_take_grey_and_rgba_frames(parts, astronaut_frames, face_refine):
     frames = astronaut_frames[:2, ::2, ::2].contiguous()  # 128 px
     grey = frames.mean(dim=-1, keepdim=True)
     detect = parts["nodes"].face.VCDFaceDetect.execute
@@ -64,10 +32,10 @@ def test_face_nodes_take_grey_and_rgba_frames(parts, astronaut_frames):
     assert masks.sum() > 0 and preview.shape == frames.shape
     assert torch.equal(detect(with_alpha(frames), "opencv_haar").result[0], masks)
     assert torch.equal(detect(grey, "opencv_haar").result[0], detect(grey.expand(-1, -1, -1, 3), "opencv_haar").result[0])
-    refined = refine(parts, frames, mask=masks)
-    for got, want in zip(refine(parts, with_alpha(frames), mask=masks), refined):
+    refined = face_refine(frames, mask=masks)
+    for got, want in zip(face_refine(with_alpha(frames), mask=masks), refined):
         assert torch.equal(got, want)
-    for got, want in zip(refine(parts, grey, mask=masks), refine(parts, grey.expand(-1, -1, -1, 3), mask=masks)):
+    for got, want in zip(face_refine(grey, mask=masks), face_refine(grey.expand(-1, -1, -1, 3), mask=masks)):
         assert torch.equal(got, want)
 
 
@@ -79,8 +47,8 @@ def test_tiled_refine_takes_grey_and_rgba_frames(parts):
 
 
 @pytest.mark.parametrize("crop_mode", ["union", "per_frame_smoothed"])
-def test_face_refine_changes_only_the_face(parts, astronaut_frames, crop_mode):
-    image, paste_mask, before, after = refine(parts, astronaut_frames, crop_mode=crop_mode)
+def test_face_refine_changes_only_the_face(face_refine, astronaut_frames, crop_mode):
+    image, paste_mask, before, after = face_refine(astronaut_frames, crop_mode=crop_mode)
     assert image.shape == astronaut_frames.shape and paste_mask.shape == astronaut_frames.shape[:3]
     assert before.shape == after.shape and before.shape[1] == before.shape[2] and before.shape[1] % 8 == 0
     outside = paste_mask == 0
@@ -95,7 +63,7 @@ def test_a_face_wider_than_its_window_is_pasted_softly_inside_the_window_and_war
     mask = torch.zeros(2, 64, 128)
     mask[:, 8:56, 4:124] = 1
     options = dict(crop_factor=3.0, guide_size=64, max_size=128, denoise=0.8, gamma=0.0, feather=5, crop_mode="union",
-                   detector="opencv_haar", mask=mask, **SAMPLING)
+                   detector="opencv_haar", mask=mask, **parts["sampling"])
     with torch.inference_mode():
         out = parts["nodes"].face.VCDFaceRefine.execute(
             parts["model"], parts["positive"], parts["negative"], parts["vae"], frames, **options)
@@ -112,9 +80,9 @@ def test_a_face_wider_than_its_window_is_pasted_softly_inside_the_window_and_war
     assert "outside its crop window" in out.ui.as_dict()["text"][0]
 
 
-def test_face_refine_without_a_face_returns_frames_unchanged(parts, caplog):
+def test_face_refine_without_a_face_returns_frames_unchanged(face_refine, caplog):
     noise = torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(0))
-    image, paste_mask, _, _ = refine(parts, noise)
+    image, paste_mask, _, _ = face_refine(noise)
     assert torch.equal(image, noise) and paste_mask.sum() == 0
     assert "no face" in caplog.text
 
@@ -125,7 +93,7 @@ def test_noise_mask_keeps_unmasked_latents_identical_through_sampling(parts):
     latent = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     mask = torch.zeros(4, 1, 8, 8)
     mask[:, :, 2:6, 2:6] = 1
-    settings = SamplingSettings(denoise=0.8, gamma=0.0, **SAMPLING)
+    settings = SamplingSettings(denoise=0.8, gamma=0.0, **parts["sampling"])
     with torch.inference_mode():
         out = denoise_clip(parts["model"], parts["positive"], parts["negative"], latent, settings, noise_mask=mask)
     keep = mask.expand_as(latent) == 0
@@ -139,7 +107,7 @@ def test_one_tile_covering_the_frame_equals_the_untiled_model(parts):
     from vcd.nodes.tiled import tiled_model
 
     latent = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(2))
-    settings = SamplingSettings(denoise=0.5, gamma=0.1, **SAMPLING)
+    settings = SamplingSettings(denoise=0.5, gamma=0.1, **parts["sampling"])
     with torch.inference_mode():
         plain = denoise_clip(parts["model"], parts["positive"], parts["negative"], latent, settings)
         tiled = denoise_clip(tiled_model(parts["model"], 64, 16, 1), parts["positive"], parts["negative"], latent, settings)
@@ -192,9 +160,9 @@ def test_tiling_wrapper_composes_on_a_clone(parts):
     (dict(crop_mode="sideways"), "crop_mode"),
     (dict(detector="nope"), "detector"),
 ])
-def test_face_refine_bad_inputs(parts, astronaut_frames, overrides, match):
+def test_face_refine_bad_inputs(face_refine, astronaut_frames, overrides, match):
     with pytest.raises(ValueError, match=match):
-        refine(parts, astronaut_frames, **overrides)
+        face_refine(astronaut_frames, **overrides)
 
 
 @pytest.mark.parametrize("overrides,match", [

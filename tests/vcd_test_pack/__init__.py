@@ -15,6 +15,13 @@ from . import probe, tiny
 PROBE_FOLDER, TENSOR_FOLDER = "vcd_probe", "vcd_tensors"  # under the output folder
 
 
+def output_folder(name: str) -> Path:
+    """A folder of this pack's records under ComfyUI's output folder."""
+    import folder_paths
+
+    return Path(folder_paths.get_output_directory()) / name
+
+
 class TinyCheckpoint(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -51,10 +58,7 @@ class SamplingProbe(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, tag: str, skip_sampling: bool) -> io.NodeOutput:
-        import folder_paths
-
-        folder = Path(folder_paths.get_output_directory()) / PROBE_FOLDER
-        return io.NodeOutput(probe.sampling_probe(model, folder, tag, skip_sampling))
+        return io.NodeOutput(probe.sampling_probe(model, output_folder(PROBE_FOLDER), tag, skip_sampling))
 
 
 class SaveImageTensor(io.ComfyNode):
@@ -72,10 +76,9 @@ class SaveImageTensor(io.ComfyNode):
 
     @classmethod
     def execute(cls, images: torch.Tensor, name: str) -> io.NodeOutput:
-        import folder_paths
         import safetensors.torch
 
-        folder = Path(folder_paths.get_output_directory()) / TENSOR_FOLDER
+        folder = output_folder(TENSOR_FOLDER)
         folder.mkdir(parents=True, exist_ok=True)
         safetensors.torch.save_file({"images": images.float().contiguous()}, str(folder / f"{name}.safetensors"))
         return io.NodeOutput()
