@@ -50,7 +50,7 @@ def parts(inproc) -> dict:
 
 @pytest.fixture(scope="session")
 def face_refine(parts):
-    """``face_refine(image, model=None, **overrides)``: VCD Face Refine's four outputs on the tiny model (union crop, Haar)."""
+    """``face_refine(image, model=None, **overrides)``: VCD Face Refine's five outputs on the tiny model (union crop, Haar)."""
 
     import torch
 

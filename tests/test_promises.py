@@ -54,7 +54,7 @@ def test_face_refine_noise_follows_gamma(face_refine, frames, sampler_calls, gam
 def test_face_refine_with_a_wired_mask_refines_only_that_mask(face_refine, frames):
     mask = torch.zeros(frames.shape[:3])
     mask[:, 150:200, 150:200] = 1  # a "face" where the detector would not look: lower right
-    image, paste_mask, _, _ = face_refine(frames, mask=mask, feather=0)
+    image, paste_mask, _, _, _ = face_refine(frames, mask=mask, feather=0)
     assert torch.equal(paste_mask > 0, mask > 0)
     changed = (image - frames).abs().amax(dim=-1) > 0
     assert changed.any() and not changed[mask == 0].any()
@@ -109,7 +109,7 @@ def test_nodes_reach_no_network(face_refine, frames, monkeypatch):
     real_connect = socket.socket.connect
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: refuse(None, a[0]))
-    image, _, _, _ = face_refine(frames[:2])
+    image, _, _, _, _ = face_refine(frames[:2])
     assert torch.isfinite(image).all()
 
 

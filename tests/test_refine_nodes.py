@@ -48,7 +48,7 @@ def test_tiled_refine_takes_grey_and_rgba_frames(parts):
 
 @pytest.mark.parametrize("crop_mode", ["union", "per_frame_smoothed"])
 def test_face_refine_changes_only_the_face(face_refine, astronaut_frames, crop_mode):
-    image, paste_mask, before, after = face_refine(astronaut_frames, crop_mode=crop_mode)
+    image, paste_mask, before, after, _ = face_refine(astronaut_frames, crop_mode=crop_mode)
     assert image.shape == astronaut_frames.shape and paste_mask.shape == astronaut_frames.shape[:3]
     assert before.shape == after.shape and before.shape[1] == before.shape[2] and before.shape[1] % 8 == 0
     outside = paste_mask == 0
@@ -67,7 +67,7 @@ def test_a_face_wider_than_its_window_is_pasted_softly_inside_the_window_and_war
     with torch.inference_mode():
         out = parts["nodes"].face.VCDFaceRefine.execute(
             parts["model"], parts["positive"], parts["negative"], parts["vae"], frames, **options)
-    image, paste_mask, before, after = out.result
+    image, paste_mask, before, after, _ = out.result
     assert before.shape == after.shape == (2, 64, 64, 3)  # window Box(0, 64, 32, 96), denoised at its own size
     assert paste_mask[:, :, :32].sum() == 0 and paste_mask[:, :, 96:].sum() == 0
     assert torch.all(paste_mask[:, 8:56, 32] == 0.2) and torch.all(paste_mask[:, 8:56, 95] == 0.2)  # soft at the border
@@ -82,7 +82,7 @@ def test_a_face_wider_than_its_window_is_pasted_softly_inside_the_window_and_war
 
 def test_face_refine_without_a_face_returns_frames_unchanged(face_refine, caplog):
     noise = torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(0))
-    image, paste_mask, _, _ = face_refine(noise)
+    image, paste_mask, _, _, _ = face_refine(noise)
     assert torch.equal(image, noise) and paste_mask.sum() == 0
     assert "no face" in caplog.text
 
