@@ -200,6 +200,52 @@ def test_one_frame_videos_are_left_out_of_the_consistency_mean(tiny_models, tmp_
     assert summary["motion"] == pytest.approx(40 / 255 / 3) and summary["videos"] == 2
 
 
+def test_evaluate_command_scores_through_score_video(tiny_models, tmp_path):
+    """One scoring path: each row of scores.csv is score_video's numbers for that video against the subject's
+    photos (two sizes, encoded once per subject); a row that cannot be scored is named."""
+    refs = tmp_path / "refs" / "ann"
+    refs.mkdir(parents=True)
+    Image.new("RGB", (40, 40), (200, 120, 90)).save(refs / "a.png")
+    Image.new("RGB", (24, 36), (20, 160, 90)).save(refs / "b.png")
+    pixels = (torch.rand(3, 32, 32, 3, generator=torch.Generator().manual_seed(7)) * 255).to(torch.uint8).numpy()
+    frames = [Image.fromarray(frame) for frame in pixels]
+    frames[0].save(tmp_path / "clip.png", save_all=True, append_images=frames[1:])
+    (tmp_path / "runs.csv").write_text("video,subject,prompt\nclip.png,ann,a photo of ann\nclip.png,ann,a man\n")
+    assert evaluate.main(["--manifest", str(tmp_path / "runs.csv"), "--references", str(tmp_path / "refs"),
+                          "--dino", str(tiny_models[0]), "--clip", str(tiny_models[1]), "--out", str(tmp_path / "out")]) == 0
+    dino = encoders.load_dino(tiny_models[0])
+    clip_image, clip_text = encoders.load_clip(tiny_models[1])
+    video, photos = evaluate.read_frames(tmp_path / "clip.png"), evaluate.read_references(refs)
+    rows = list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))
+    for row in rows:
+        want = metrics.score_video(video, photos, row["prompt"], dino, clip_image, clip_text)
+        assert {m: float(row[m]) for m in evaluate.METRICS} == pytest.approx({m: want[m] for m in evaluate.METRICS}, rel=1e-12)
+    assert rows[0]["clip_t"] != rows[1]["clip_t"] and rows[0]["dino"] == rows[1]["dino"]
+    (tmp_path / "runs.csv").write_text("video,subject,prompt\nclip.png,ann,a photo\nclip.png,ann, \n")
+    with pytest.raises(ValueError, match=r"runs.csv row 2 \(clip.png\): prompt: CLIP-T needs"):
+        evaluate.main(["--manifest", str(tmp_path / "runs.csv"), "--references", str(tmp_path / "refs"),
+                       "--dino", str(tiny_models[0]), "--clip", str(tiny_models[1]), "--out", str(tmp_path / "out")])
+
+
+def test_encoded_references_score_like_the_images():
+    """encode_references once, then many videos: the same scores as passing the images; sizes may differ."""
+    frames, refs = colour_images([1.0, 0, 0], [0, 1.0, 0]), colour_images([1.0, 0, 0], [0, 0.5, 0])
+    text = lambda p: torch.tensor([[1.0, 0, 0]])  # noqa: E731
+    direct = metrics.score_video(frames, refs, "a man", mean_colour, mean_colour, text)
+    per_size = [refs[:1], refs[1:, :2]]  # a 3x1 and a 2x1 photo
+    encoded = metrics.encode_references(per_size, mean_colour, mean_colour)
+    assert metrics.score_video(frames, encoded, "a man", mean_colour, mean_colour, text) == direct
+    assert metrics.score_video(frames, per_size, "a man", mean_colour, mean_colour, text) == direct
+    with pytest.raises(ValueError, match=r"^references: give at least one"):
+        metrics.encode_references([], mean_colour, mean_colour)
+    face = lambda images: (images.mean(dim=(1, 2)), torch.ones(images.shape[0], dtype=torch.bool))  # noqa: E731
+    with pytest.raises(ValueError, match=r"^references: encoded without the face encoder; pass it to encode_references"):
+        metrics.score_video(frames, encoded, "a man", mean_colour, mean_colour, text, face)
+    with_face = metrics.score_video(frames, metrics.encode_references(refs, mean_colour, mean_colour, face), "a man",
+                                    mean_colour, mean_colour, text, face)
+    assert with_face == {**direct, "face_similarity": 0.5, "face_frames": 2}
+
+
 def test_score_video_of_no_frames_names_the_input(tiny_models):
     dino = encoders.load_dino(tiny_models[0])
     clip_image, clip_text = encoders.load_clip(tiny_models[1])

@@ -60,11 +60,6 @@ def read_references(folder: Path) -> list[torch.Tensor]:
     return [read_frames(p)[:1] for p in files]
 
 
-def encode_each(encoder, images: list[torch.Tensor]) -> torch.Tensor:
-    """Encode images of possibly different sizes one by one (each is resized by the encoder)."""
-    return torch.cat([encoder(image) for image in images])
-
-
 def mean(values: list) -> float | None:
     """Mean of the values that exist (a video without faces has no face similarity)."""
     present = [v for v in values if v is not None]
@@ -92,28 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     clip_image, clip_text = encoders.load_clip(args.clip)
     face = encoders.load_arcface(args.arcface) if args.arcface else None
     columns = METRICS + (("face_similarity", "face_frames") if face else ())
-    references: dict[str, tuple[torch.Tensor, ...]] = {}
+    references: dict[str, metrics.ReferenceFeatures] = {}  # encoded once per subject
     scored = []
     for i, row in enumerate(rows, 1):
         subject = row["subject"]
         if subject not in references:
-            refs = read_references(args.references / subject)
-            face_refs = torch.cat([face(r)[0] for r in refs]) if face else torch.zeros(0)
-            references[subject] = (encode_each(dino, refs), encode_each(clip_image, refs), face_refs)
-        dino_refs, clip_refs, face_refs = references[subject]
+            photos = read_references(args.references / subject)
+            references[subject] = metrics.encode_references(photos, dino, clip_image, face)
         frames = read_frames(args.manifest.parent / row["video"])
-        clip_frames = clip_image(frames)
-        scores = {
-            "dino": metrics.identity_score(dino(frames), dino_refs),
-            "clip_i": metrics.identity_score(clip_frames, clip_refs),
-            "clip_t": metrics.text_score(clip_frames, clip_text([row["prompt"]])),
-            "temporal_consistency": metrics.temporal_consistency(clip_frames),
-            "motion": metrics.motion_amplitude(frames),
-        }
-        if face:
-            face_frames, found = face(frames)
-            scores.update(face_similarity=metrics.face_score(face_frames, face_refs), face_frames=int(found.sum()))
-        scored.append({**row, "setting": row.get("setting") or "default", **scores})
+        try:
+            scores = metrics.score_video(frames, references[subject], row["prompt"], dino, clip_image, clip_text, face)
+        except ValueError as error:
+            raise ValueError(f"{args.manifest} row {i} ({row['video']}): {error}") from None
+        scored.append({**row, "setting": row.get("setting") or "default", **{m: scores[m] for m in columns}})
         print(f"\r[{i}/{len(rows)}] {row['video']}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
 

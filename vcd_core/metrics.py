@@ -14,14 +14,15 @@ ViT-B/32 by default (``vcd_core.encoders``). Features are ``[N, D]`` tensors; fr
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     "cosine_matrix", "identity_score", "per_frame_identity", "text_score", "temporal_consistency",
-    "per_pair_consistency", "motion_amplitude", "face_score", "score_video",
+    "per_pair_consistency", "motion_amplitude", "face_score", "ReferenceFeatures", "encode_references", "score_video",
 ]
 
 ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
@@ -83,9 +84,32 @@ def face_score(frame_features: torch.Tensor, reference_features: torch.Tensor) -
     return identity_score(frame_features, reference_features)
 
 
+@dataclass(frozen=True)
+class ReferenceFeatures:
+    """One identity's encoded reference images (``encode_references``), to score many videos against."""
+
+    dino: torch.Tensor
+    clip: torch.Tensor
+    face: torch.Tensor | None  # None: encoded without a face encoder
+
+
+def encode_references(
+    references: torch.Tensor | Sequence[torch.Tensor],
+    dino: ImageEncoder,
+    clip_image: ImageEncoder,
+    face: FaceEncoder | None = None,
+) -> ReferenceFeatures:
+    """Encode the reference images once: one batch ``[N, H, W, C]``, or a list of batches of different sizes."""
+    batches = [references] if isinstance(references, torch.Tensor) else list(references)
+    if sum(batch.shape[0] for batch in batches) == 0:
+        raise ValueError("references: give at least one reference image of the identity.")
+    faces = torch.cat([face(batch)[0] for batch in batches]) if face is not None else None
+    return ReferenceFeatures(torch.cat([dino(b) for b in batches]), torch.cat([clip_image(b) for b in batches]), faces)
+
+
 def score_video(
     frames: torch.Tensor,
-    references: torch.Tensor,
+    references: torch.Tensor | Sequence[torch.Tensor] | ReferenceFeatures,
     prompt: str,
     dino: ImageEncoder,
     clip_image: ImageEncoder,
@@ -93,26 +117,27 @@ def score_video(
     face: FaceEncoder | None = None,
 ) -> dict:
     """All metrics for one video: the paper's four numbers, motion, per-frame curves for a chart, and
-    with a ``face`` encoder (ArcFace, optional) the face similarity and how many frames had a face."""
+    with a ``face`` encoder (ArcFace, optional) the face similarity and how many frames had a face.
+    ``references``: images as ``encode_references`` takes them, or its result (encoded once for many videos)."""
     _check_frames(frames)
-    if references.shape[0] == 0:
-        raise ValueError("references: give at least one reference image of the identity.")
     if not prompt.strip():
         raise ValueError("prompt: CLIP-T needs the prompt the video was generated from (it is empty).")
-    clip_frames, clip_refs = clip_image(frames), clip_image(references)
-    dino_frames, dino_refs = dino(frames), dino(references)
+    refs = references if isinstance(references, ReferenceFeatures) else encode_references(references, dino, clip_image, face)
+    if face is not None and refs.face is None:
+        raise ValueError("references: encoded without the face encoder; pass it to encode_references too.")
+    clip_frames, dino_frames = clip_image(frames), dino(frames)
     faces = {}
     if face is not None:
-        (face_frames, found), (face_refs, _) = face(frames), face(references)
-        faces = {"face_similarity": face_score(face_frames, face_refs), "face_frames": int(found.sum())}
+        face_frames, found = face(frames)
+        faces = {"face_similarity": face_score(face_frames, refs.face), "face_frames": int(found.sum())}
     return {
-        "dino": identity_score(dino_frames, dino_refs),
-        "clip_i": identity_score(clip_frames, clip_refs),
+        "dino": identity_score(dino_frames, refs.dino),
+        "clip_i": identity_score(clip_frames, refs.clip),
         "clip_t": text_score(clip_frames, clip_text([prompt])),
         "temporal_consistency": temporal_consistency(clip_frames),
         "motion": motion_amplitude(frames),
         "frames": int(frames.shape[0]),
-        "per_frame_dino": per_frame_identity(dino_frames, dino_refs).tolist(),
+        "per_frame_dino": per_frame_identity(dino_frames, refs.dino).tolist(),
         "per_pair_consistency": per_pair_consistency(clip_frames).tolist(),
         **faces,
     }
