@@ -1,4 +1,4 @@
-"""The ID module: extended textual inversion with a subject-masked loss (method.md section 2).
+"""The ID module: extended textual inversion with a subject-masked loss (README "Identity embeddings").
 
 Pure functions over callables, so ComfyUI and diffusers share them:
 - ``make_views``: centre-cropped, augmented training views of the reference photos (flip,

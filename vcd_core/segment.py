@@ -1,4 +1,4 @@
-"""Prompt-to-segmentation (method.md section 2): GroundingDINO boxes for a text prompt, SAM masks for the boxes.
+"""Prompt-to-segmentation (README "Identity embeddings"): GroundingDINO boxes for a text prompt, SAM masks for the boxes.
 
 GroundingDINO runs through transformers' ``GroundingDinoForObjectDetection`` from a local
 Hugging Face folder, or from an original ``.pth`` + ``.cfg.py`` converted on load
