@@ -12,6 +12,7 @@ from comfy_api.latest import io, ui
 from .inputs import checked
 from ..vcd_core import segment
 from .channels import as_rgb
+from .managed_models import managed, use
 from .model_folders import file_path, hf_folder_path, hf_folders, register
 
 DINO_FOLDER, SAM_FOLDER = "grounding-dino", "sams"  # the folder keys segment-anything packs already use
@@ -45,13 +46,17 @@ def bert_folder() -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def cached_grounding_dino(path: str, device: str, bert: str | None):
-    return segment.load_grounding_dino(path, device, bert)
+def cached_grounding_dino(path: str, bert: str | None):
+    """``(model, processor, patcher)``: the model under ComfyUI's model management (on the offload device until used)."""
+    model, processor = segment.load_grounding_dino(path, "cpu", bert)
+    return model, processor, managed(model)
 
 
 @functools.lru_cache(maxsize=2)
-def cached_sam(path: str, device: str):
-    return segment.load_sam(path, device)
+def cached_sam(path: str):
+    """``(predictor, patcher)``: SAM under ComfyUI's model management (on the offload device until used)."""
+    predictor = segment.load_sam(path, "cpu")
+    return predictor, managed(predictor.model)
 
 
 def overlay(images: torch.Tensor, masks: torch.Tensor, strength: float = 0.5) -> torch.Tensor:
@@ -100,7 +105,6 @@ class VCDPromptSegment(io.ComfyNode):
         image = as_rgb(image, "image")
         if not prompt.strip():
             raise ValueError("prompt: say what to segment, e.g. 'person'.")
-        device = str(comfy.model_management.get_torch_device())
         if grounding_dino_model.lower().endswith(".pth"):
             dino_path = file_path(DINO_FOLDER, grounding_dino_model, "grounding_dino_model",
                                   "put an original GroundingDINO checkpoint and its .cfg.py there.")
@@ -108,8 +112,9 @@ class VCDPromptSegment(io.ComfyNode):
         else:
             dino_path, bert = hf_folder_path(DINO_FOLDER, grounding_dino_model, "grounding_dino_model"), None
         sam_path = file_path(SAM_FOLDER, sam_model, "sam_model", "put an original SAM checkpoint (e.g. sam_vit_b_01ec64.pth) there.")
-        model, processor = cached_grounding_dino(dino_path, device, bert)
-        predictor = cached_sam(sam_path, device)
+        model, processor, dino_patcher = cached_grounding_dino(dino_path, bert)
+        predictor, sam_patcher = cached_sam(sam_path)
+        use(dino_patcher, sam_patcher)
 
         def find_boxes(pixels):
             comfy.model_management.throw_exception_if_processing_interrupted()

@@ -208,3 +208,21 @@ def test_bad_original_files_get_clear_errors(original, tmp_path, case, error, me
     with pytest.raises(error, match=message):
         segment.load_grounding_dino(checkpoint, bert=bert)
     assert not marker.exists()
+
+
+def test_node_models_are_under_comfyui_model_management(inproc, model_dirs, images):
+    """GroundingDINO and SAM are loaded through ComfyUI's model management for the node's run, and leave it for
+    the offload device when ComfyUI frees memory; the next run loads them again."""
+    import comfy.model_management
+
+    def ours():
+        return [m for m in comfy.model_management.loaded_models() if type(m.model).__name__ == "_Holder"]
+
+    masks = run(inproc, images).result[0]
+    loaded = ours()
+    assert sorted(type(m.model.module).__name__ for m in loaded) == ["GroundingDinoForObjectDetection", "Sam"]
+    comfy.model_management.unload_all_models()
+    assert ours() == []
+    offload = comfy.model_management.unet_offload_device()
+    assert all(p.device == offload for m in loaded for p in m.model.parameters())
+    assert torch.equal(run(inproc, images).result[0], masks) and len(ours()) == 2
