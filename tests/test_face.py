@@ -148,3 +148,117 @@ def test_largest_face_is_kept_whatever_the_detector_order():
     assert torch.equal(masks[0], expected) and torch.equal(masks[2], expected) and masks[1].sum() == 0
     both = face_detect.boxes_to_masks([[small, large]], 64, 64)
     assert both[0, :10, :10].min() == 1 and both[0].sum() == 100 + 1600
+
+
+def test_crop_window_by_hand():
+    """Side = ceil(longest side x crop_factor / 8) x 8, centred on the face, then clamped into the frame."""
+    assert face.crop_window(Box(40, 60, 50, 66), 3.0, 200, 240) == Box(18, 82, 26, 90)  # side 64, centre (50, 58)
+    assert face.crop_window(Box(0, 40, 80, 96), 3.0, 64, 96) == Box(0, 64, 32, 96)  # 120 > 64: the frame's short side
+    assert face.crop_window(Box(0, 40, 80, 96), 3.0, 68, 96) == Box(0, 64, 32, 96)  # ... rounded down to a multiple of 8
+    assert face.crop_window(Box(1, 3, 1, 3), 3.0, 5, 7) == Box(0, 5, 0, 5)  # a frame under 8 px: its short side
+    assert face.crop_window(Box(50, 60, 0, 10), 3.0, 64, 64) == Box(32, 64, 0, 32)  # pushed up from the bottom
+    assert face.crop_window(Box(30, 31, 30, 31), 1.0, 64, 64) == Box(26, 34, 26, 34)  # at least one multiple
+    assert face.crop_window(Box(30, 31, 30, 31), 1.0, 64, 64, multiple=4) == Box(28, 32, 28, 32)
+
+
+def test_per_frame_windows_by_hand():
+    """Centres averaged over 2 x smoothing + 1 frames (fewer at the ends); one side for all, from the largest face;
+    a frame without a face takes the nearest frame's."""
+    boxes = [Box(20, 36, 10 + 8 * i, 26 + 8 * i) for i in range(4)]  # 16 px faces, centres x 18, 26, 34, 42
+    windows = face.per_frame_windows(box_mask(4, 128, 200, boxes), 2.0, smoothing=1)
+    assert windows == [Box(12, 44, 6, 38), Box(12, 44, 10, 42), Box(12, 44, 18, 50), Box(12, 44, 22, 54)]
+    steady = face.per_frame_windows(box_mask(4, 128, 200, boxes), 2.0, smoothing=0)
+    assert [w.x0 for w in steady] == [2, 10, 18, 26]
+    default = face.per_frame_windows(box_mask(4, 128, 200, boxes), 2.0)  # smoothing 2, multiple 8
+    assert default == [Box(12, 44, 10, 42), Box(12, 44, 14, 46), Box(12, 44, 14, 46), Box(12, 44, 18, 50)]
+    a, b = Box(20, 36, 10, 26), Box(20, 44, 100, 124)  # b is 24 px: side ceil(48 / 8) x 8 = 48 for every frame
+    filled = face.per_frame_windows(box_mask(4, 128, 200, [a, None, None, b]), 2.0, smoothing=0)
+    assert filled == [Box(4, 52, 0, 48), Box(4, 52, 0, 48), Box(8, 56, 88, 136), Box(8, 56, 88, 136)]
+
+
+def test_mask_box_counts_pixels_over_one_half_in_any_frame():
+    masks = torch.zeros(2, 16, 16)
+    masks[0, 2:4, 3:5] = 0.6
+    masks[1, 10, 12] = 1.0
+    masks[1, 0, 0] = 0.5  # not over one half
+    assert face.mask_box(masks) == Box(2, 11, 3, 13)
+    assert face.mask_box(masks[0]) == Box(2, 4, 3, 5) and face.mask_box(masks[:, :1, :1]) is None
+
+
+def test_crop_size_is_a_multiple_of_8_between_guide_and_max():
+    assert face.crop_size(100, 64, 1024) == 96  # never resized down to the guide; rounded down to a multiple
+    assert face.crop_size(300, 64, 250) == 248 and face.crop_size(5, 4, 1024) == 8
+    assert face.crop_size(100, 64, 1024, multiple=32) == 96 and face.crop_size(10, 4, 1024, multiple=16) == 16
+
+
+def test_crop_clip_crops_each_frame_to_its_window_and_resizes_within_range():
+    image = torch.rand(2, 32, 40, 3, generator=torch.Generator().manual_seed(3))
+    windows = [Box(0, 16, 0, 16), Box(8, 24, 20, 36)]
+    clip = face.crop_clip(image, windows, 16)
+    assert torch.equal(clip[0], image[0, :16, :16]) and torch.equal(clip[1], image[1, 8:24, 20:36])
+    chess = (torch.arange(16)[:, None] + torch.arange(16)[None]) % 2
+    board = chess.float()[None, ..., None].expand(1, 16, 16, 3)
+    up = face.crop_clip(board, [Box(0, 16, 0, 16)], 24)  # bicubic overshoots; the result stays in [0, 1]
+    assert up.shape == (1, 24, 24, 3) and up.min() == 0 and up.max() == 1 and 0 < up.mean() < 1
+
+
+def test_crops_are_resized_with_antialiasing_and_pixel_centres_kept():
+    """Down: a 1-px chessboard averages to grey (no aliasing). Up 2x: each pixel's two halves average back to it
+    (half-pixel centres, not corner-aligned), here on the inner part of a linear ramp."""
+    chess = ((torch.arange(16)[:, None] + torch.arange(16)[None]) % 2).float()[None, ..., None].expand(1, 16, 16, 3)
+    down = face.crop_clip(chess, [Box(0, 16, 0, 16)], 5)  # without antialiasing: up to 0.45 off grey
+    assert (down - 0.5).abs().amax() < 0.02
+    ramp = (torch.arange(8.0) / 7)[None, None, :, None].expand(1, 8, 8, 3)
+    up = face.crop_clip(ramp, [Box(0, 8, 0, 8)], 16)[0, 8, :, 0]
+    torch.testing.assert_close((up[4:12:2] + up[5:12:2]) / 2, torch.arange(2.0, 6.0) / 7, rtol=0, atol=1e-5)
+
+
+def test_latent_noise_mask_is_clamped_to_zero_one():
+    masks = torch.full((1, 16, 16), 2.0)
+    masks[0, :8] = -1.0
+    noise_mask = face.latent_noise_mask(masks, [Box(0, 16, 0, 16)], 2)
+    assert noise_mask.flatten().tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_latent_noise_mask_is_the_face_area_share_of_each_latent_cell():
+    masks = box_mask(2, 64, 64, [Box(14, 32, 16, 32), Box(40, 48, 40, 42)])
+    noise_mask = face.latent_noise_mask(masks, [Box(0, 32, 8, 40), Box(32, 64, 32, 64)], 8)  # 4 px per latent cell
+    expected = torch.zeros(2, 1, 8, 8)
+    expected[0, 0, 3, 2:6], expected[0, 0, 4:8, 2:6] = 0.5, 1  # crop rows 14-32, columns 8-24: half of row 3 (12-16)
+    expected[1, 0, 2:4, 2] = 0.5  # crop rows 8-16, columns 8-10: half of column 2 (8-12)
+    torch.testing.assert_close(noise_mask, expected, rtol=0, atol=1e-6)
+
+
+def test_paste_resizes_the_clip_to_each_window():
+    """A 16 px clip pasted into a 32 px window: the patch is the clip resized to 32 px, blended by alpha."""
+    image = torch.zeros(1, 40, 40, 3, dtype=torch.float64)
+    clip = torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(2))
+    window, alpha = Box(4, 36, 8, 40), torch.full((1, 40, 40), 0.5)
+    out = face.paste_clip(image, clip, [window], alpha)
+    patch = face.crop_clip(clip, [Box(0, 16, 0, 16)], 32)[0].double()
+    assert out.dtype == torch.float64 and out[0, :4].abs().sum() == 0 and out[0, :, :8].abs().sum() == 0
+    torch.testing.assert_close(out[0, 4:36, 8:40], patch * 0.5, rtol=0, atol=1e-7)
+
+
+def test_cut_to_windows_names_only_frames_whose_face_leaves():
+    masks = box_mask(2, 32, 32, [Box(0, 8, 0, 8), Box(4, 12, 4, 12)])
+    masks[1, 20, 20] = 0.5  # not part of the face (a mask pixel counts over one half)
+    inside, leaving = face.cut_to_windows(masks, [Box(0, 16, 0, 16), Box(0, 16, 0, 16)])
+    assert leaving == [] and torch.equal(inside[0], masks[0]) and inside[1, 20, 20] == 0
+    _, leaving = face.cut_to_windows(masks, [Box(0, 16, 0, 16), Box(8, 24, 8, 24)])
+    assert leaving == [1]
+
+
+def test_union_window_reads_height_and_width_and_its_multiple():
+    masks = box_mask(2, 64, 96, [Box(10, 30, 70, 80), None])
+    assert face.union_window(masks, 1.0, multiple=16) == Box(4, 36, 59, 91)  # side ceil(20 / 16) x 16 = 32
+    assert face.union_window(masks, 3.0) == Box(0, 64, 32, 96)  # side 64 (the height), pushed left inside the width
+
+
+def test_feather_ramps_each_frame_by_its_own_face_and_ignores_half_pixels():
+    """A large face in one frame must not lengthen a small face's ramp in another: both reach 1."""
+    masks = box_mask(2, 64, 64, [Box(10, 50, 10, 50), Box(30, 33, 30, 33)])
+    masks[1, 0, :] = 0.5  # not part of the face
+    soft = face.feather_mask(masks, 5)
+    assert soft[0].max() == 1 and soft[1].max() == 1 and soft[1, 31, 31] == 1 and soft[1, 30, 30] == 0.5
+    assert soft[1, 0].sum() == 0
