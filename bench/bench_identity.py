@@ -25,7 +25,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from vcd_core import identity  # noqa: E402
-from vcd_core.text_encoder import IDENTITY, IdentityTextEncoder  # noqa: E402
+from vcd_core.text_encoder import MARKER, IdentityTextEncoder  # noqa: E402
 
 SIZE, BATCH, STEPS, WARMUP, TOKENS = 128, 4, 12, 2, 4
 
@@ -130,7 +130,7 @@ def plain_diffusers(unet, vae, text_model, tokenizer, views, cache: bool) -> flo
     keep[ids] = False
     optimizer = torch.optim.AdamW([table], lr=1e-3, weight_decay=1e-2)
     scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
-    prompts = [p.replace(IDENTITY, " ".join(placeholders)) for p in views.prompts("woman")]
+    prompts = [p.replace(MARKER, " ".join(placeholders)) for p in views.prompts("woman")]
     latents = encode(vae, views.pixels) if cache else None
 
     def step(index: int) -> None:

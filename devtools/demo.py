@@ -17,7 +17,7 @@ from pathlib import Path
 from . import graphs
 from .host import ComfyHost
 
-IDENTITY = "demo_astronaut"
+IDENTITY_NAME = "demo_astronaut"
 STAGES = [
     ("train_identity", "identity training (Prompt Segment -> Train Identity, 40 steps) and a still with it"),
     ("t2v_vcd", "T2V VCD, 16 frames at 64 px, gamma 0.1, tiny seeded SD1.5 model"),
@@ -33,13 +33,13 @@ def main() -> None:
     with ComfyHost(os.environ["COMFYUI_DIR"], workdir) as host:
         print(f"[demo] ComfyUI {os.environ['COMFYUI_DIR']} serving at {host.url} (log: {host.log_path})")
         graphs.provide_tiny_inputs(host.models_dir, host.input_dir)
-        snippet = f"embedding:{IDENTITY} woman"
+        snippet = f"embedding:{IDENTITY_NAME} woman"
         for name, label in STAGES:
             graph = graphs.tinyize(graphs.load_api(name), size=64, frames=16, steps=4)
             if name == "train_identity":
                 train = next(n for n in graph.values() if n["class_type"] == "VCDTrainIdentity")
-                train["inputs"].update(name=IDENTITY, class_word="woman", steps=40)
-            graph = graphs.use_identity(graph, f"vcd/{IDENTITY}.safetensors")  # in VCD Load Identity
+                train["inputs"].update(name=IDENTITY_NAME, class_word="woman", steps=40)
+            graph = graphs.use_identity(graph, f"vcd/{IDENTITY_NAME}.safetensors")  # in VCD Load Identity
             start = time.monotonic()
             result = host.run(graph)
             if not result.ok:
@@ -49,11 +49,11 @@ def main() -> None:
                 shutil.copy2(path, target)
                 print(f"[demo] {label}: {target}  ({time.monotonic() - start:.1f} s)")
             if name == "train_identity":
-                embedding = host.models_dir / "embeddings" / "vcd" / f"{IDENTITY}.safetensors"
+                embedding = host.models_dir / "embeddings" / "vcd" / f"{IDENTITY_NAME}.safetensors"
                 target = OUT / embedding.name
                 shutil.copy2(embedding, target)
                 print(f"[demo] the identity ({target.stat().st_size} bytes, used below as '{snippet}'): {target}")
-        if f"{IDENTITY} does not exist" in host.log_path.read_text(errors="replace"):
+        if f"{IDENTITY_NAME} does not exist" in host.log_path.read_text(errors="replace"):
             raise SystemExit("[demo] ComfyUI did not find the trained identity")
 
 

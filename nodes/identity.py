@@ -1,17 +1,20 @@
 """ID module: train an identity embedding from photos inside ComfyUI, and load one (ours, the authors', A1111).
 
-Training leaves inference mode (core's LoRA trainer does the same). The text side runs the
-CLIP's own weights in ``transformers.CLIPTextModel`` (ComfyUI's CLIP cannot back-propagate);
-the UNet is the MODEL's own ``diffusion_model`` (with its LoRAs applied), called directly for
-epsilon. The file lands in ``models/embeddings/vcd/NAME.safetensors``, which core
-``CLIPTextEncode`` reads as ``embedding:NAME``.
+Training leaves inference mode (core's LoRA trainer does the same) and borrows the MODEL and CLIP through
+``comfy_models`` (they are left exactly as they were). The file lands in ``models/embeddings/vcd/NAME.safetensors``,
+which core ``CLIPTextEncode`` reads as ``embedding:NAME``; its metadata records the request (settings, a hash of
+the photos, a hash of the base model), so queueing the same request again reuses the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 import logging
+import math
 import os
+import time
 
 import torch
 from comfy_api.latest import io, ui
@@ -19,102 +22,25 @@ from comfy_api.latest import io, ui
 from .inputs import checked
 from .. import vcd_core
 from ..vcd_core import embedding_io, identity
-from ..vcd_core.text_encoder import IDENTITY as MARKER
-from ..vcd_core.text_encoder import IdentityTextEncoder, clip_text_model_from_state_dict
+from ..vcd_core.text_encoder import MARKER
+from .ade import without_animatediff
 from .channels import as_rgb
 from .charts import BLUE, ORANGE, line_chart
+from .comfy_models import (autocast_dtype, base_fingerprint, check_epsilon_model, checkpointed_blocks, clip_width,
+                           denoiser, encode_views, text_encoder_from_clip)
 from .noise import SEED_MAX
-from .ade import without_animatediff
 from .progress import send_progress_text
 
-IDENTITY = io.Custom("VCD_IDENTITY")  # an embedding_io.Embedding: vectors [N, 768] + metadata
+IDENTITY_TYPE = io.Custom("VCD_IDENTITY")  # an embedding_io.Embedding: vectors [N, 768] + metadata
 SUBFOLDER = "vcd"  # models/embeddings/vcd/NAME.safetensors
 SD15_WIDTH = 768
 VIEWS_PER_IMAGE = 8  # augmented views encoded once per reference photo
 LOSS_WINDOW = 10  # steps in the running loss shown while training and drawn on the curve
+PREVIEW_SECONDS = 2.0  # the live loss curve and time left are sent at the first and last step and this often between
+PREVIEW_POINTS = 500  # steps drawn on the live curve at most (the plot is about that many pixels wide)
+# What makes two training requests the same: the node's settings, the photos and the base model (metadata keys).
+SETTINGS = ("tokens", "class_word", "steps", "learning_rate", "batch_size", "seed", "augment", "resolution")
 log = logging.getLogger("vcd")
-
-
-def sd15_clip_l(clip):
-    """The CLIP-L text model inside an SD1.5 CLIP, or a clear error for other CLIPs."""
-    stage = getattr(clip, "cond_stage_model", None)
-    clip_l = getattr(stage, "clip_l", None)
-    if clip_l is None or hasattr(stage, "clip_g") or not hasattr(clip_l, "transformer"):
-        raise ValueError("clip: identity embeddings are trained for SD1.5; connect the CLIP of an SD1.5 checkpoint.")
-    return clip_l
-
-
-def clip_width(clip) -> int:
-    return int(sd15_clip_l(clip).transformer.get_input_embeddings().weight.shape[1])
-
-
-def text_encoder_from_clip(clip, device: torch.device) -> IdentityTextEncoder:
-    """The CLIP's weights (LoRAs applied) in a differentiable transformers model, with its clip skip."""
-    import comfy.model_management
-
-    clip_l = sd15_clip_l(clip)
-    comfy.model_management.load_model_gpu(clip.patcher)
-    heads = clip_l.transformer.text_model.encoder.layers[0].self_attn.heads
-    model = clip_text_model_from_state_dict(clip_l.transformer.state_dict(), num_heads=heads)
-    layer_idx = clip_l.layer_idx if clip_l.layer == "hidden" else None
-    if clip.layer_idx is not None:  # CLIPSetLastLayer, applied the way core applies it at encode time
-        layer_idx = clip.layer_idx if abs(clip.layer_idx) <= clip_l.num_layers else None
-    return IdentityTextEncoder(model, clip.tokenizer.clip_l.tokenizer, layer_idx).to(device)
-
-
-def autograd_ready(module: torch.nn.Module) -> None:
-    """Swap parameters and buffers created under inference mode for equal normal tensors, so autograd
-    can save them for the backward pass. Values stay bit-identical; gradients stay off."""
-    for sub in module.modules():
-        for name, param in list(sub._parameters.items()):
-            if param is not None and param.is_inference():
-                sub._parameters[name] = torch.nn.Parameter(param.clone(), requires_grad=False)
-        for name, buffer in list(sub._buffers.items()):
-            if buffer is not None and buffer.is_inference():
-                sub._buffers[name] = buffer.clone()
-
-
-CHECKPOINTED_BLOCKS = ("ResBlock", "SpatialTransformer")  # the UNet's memory-heavy blocks
-
-
-def checkpointed_blocks(model) -> list[torch.nn.Module]:
-    """The UNet's res and transformer blocks, whose activations gradient checkpointing recomputes."""
-    return [m for m in model.model.diffusion_model.modules() if type(m).__name__ in CHECKPOINTED_BLOCKS]
-
-
-def check_epsilon_model(model) -> None:
-    """Refuse a MODEL that does not predict epsilon (v-prediction, flow...), before any work is done."""
-    import comfy.model_base
-
-    model_type = getattr(model.model, "model_type", None)
-    if model_type != comfy.model_base.ModelType.EPS:
-        raise ValueError("model: identity training needs an SD1.5 epsilon-prediction checkpoint "
-                         f"(this MODEL predicts {model_type or 'something else'}).")
-
-
-def denoiser_from_model(model):
-    """``(denoise(x_t, t, context) -> eps, alphas_cumprod)`` from an SD1.5 epsilon MODEL (see
-    ``check_epsilon_model``), loaded like core's trainer."""
-    import comfy.model_management
-
-    base = model.model
-    comfy.model_management.load_models_gpu([model], memory_required=1e20, force_full_load=True)
-    unet = base.diffusion_model
-    unet.requires_grad_(False)
-    autograd_ready(unet)
-    dtype = base.get_dtype()
-
-    def denoise(x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        return unet(x_t.to(dtype), timesteps=t, context=context.to(dtype)).float()
-
-    sigmas = base.model_sampling.sigmas.float().cpu()
-    return denoise, 1.0 / (1.0 + sigmas ** 2)
-
-
-def encode_views(vae, pixels: torch.Tensor, model) -> torch.Tensor:
-    """VAE latents of the views ``[V, 3, S, S]``, scaled the way the UNet sees them (encoded once, cached)."""
-    latents = vae.encode(pixels.movedim(1, -1))
-    return model.model.process_latent_in(latents).float()
 
 
 def usable_references(images: torch.Tensor, masks: torch.Tensor | None) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
@@ -140,13 +66,6 @@ def usable_references(images: torch.Tensor, masks: torch.Tensor | None) -> tuple
     return [photos[i] for i in keep], [masks[i].float() for i in keep]
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling); fp32 elsewhere."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def target_folder() -> str:
     import folder_paths
 
@@ -166,13 +85,6 @@ def check_name_free(name: str, overwrite: bool) -> None:
         if not overwrite:
             raise FileExistsError(f"name: models/embeddings/{SUBFOLDER}/{name}.safetensors exists; pick another name "
                                   "or turn overwrite on.")
-
-
-def base_fingerprint(model, clip) -> str:
-    """A short hash of the base checkpoint (UNet input conv + CLIP token table), to tell bases apart."""
-    unet = model.model.diffusion_model.state_dict()
-    first = unet.get("input_blocks.0.0.weight", next(iter(unet.values())))
-    return embedding_io.fingerprint(first, sd15_clip_l(clip).transformer.get_input_embeddings().weight)
 
 
 def snippet(name: str, class_word: str) -> str:
@@ -204,7 +116,8 @@ class VCDTrainIdentity(io.ComfyNode):
                 io.Int.Input("batch_size", default=4, min=1, max=64),
                 io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True),
                 io.Boolean.Input("augment", default=True, tooltip="Flip, small rotation, zoom in/out with caption prefixes."),
-                io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing file of the same name."),
+                io.Boolean.Input("overwrite", default=False, tooltip="Train again and replace an existing file of the same "
+                                 "name. Off: a file trained from the same photos, settings and model is reused."),
                 io.Int.Input("resolution", default=512, min=64, max=2048, step=64,
                              tooltip="Training image size (the model's native 512 for SD1.5)."),
                 io.Boolean.Input("gradient_checkpointing", default=True, optional=True,
@@ -213,7 +126,7 @@ class VCDTrainIdentity(io.ComfyNode):
             outputs=[
                 io.String.Output(display_name="prompt_snippet"),
                 io.Image.Output(display_name="loss_curve"),
-                IDENTITY.Output(display_name="identity"),
+                IDENTITY_TYPE.Output(display_name="identity"),
             ],
             hidden=[io.Hidden.unique_id],
             is_output_node=True,
@@ -230,7 +143,7 @@ class VCDTrainIdentity(io.ComfyNode):
 
         embedding_io.check_name(name)
         folder = target_folder()
-        check_name_free(name, overwrite)
+        check_name_free(name, overwrite=True)  # files of other names that answer to embedding:NAME; ours is next
         images = as_rgb(images, "images")
         if clip_width(clip) != SD15_WIDTH:
             raise ValueError(f"clip: its token width is {clip_width(clip)}, not SD1.5's {SD15_WIDTH}.")
@@ -238,38 +151,40 @@ class VCDTrainIdentity(io.ComfyNode):
         check_epsilon_model(model)
         config = identity.TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed)
         class_word = class_word.strip()
+        node_id = getattr(cls.hidden, "unique_id", None)
+        request = dict(zip(SETTINGS, map(str, (tokens, class_word, steps, learning_rate, batch_size, seed, augment,
+                                               resolution))))
+        request.update(photos_hash=photos_hash(images, masks), base_model_hash=base_fingerprint(model, clip))
+        if not overwrite:
+            reused = reusable_file(name, request)
+            if reused is not None:
+                message = (f"VCD Train Identity: models/embeddings/{SUBFOLDER}/{name}.safetensors was trained from these "
+                           "photos with these settings and this base model: reused, not trained again.")
+                log.info(message)
+                send_progress_text(node_id, message)
+                text = snippet(name, class_word)
+                curve = loss_curve(json.loads(reused.metadata.get("losses", "[]")))
+                return io.NodeOutput(text, curve, reused, ui=ui.PreviewText(f"{text}\n{message}"))
         photos, photo_masks = usable_references(images, masks)
         views = identity.make_views(photos, photo_masks, resolution, VIEWS_PER_IMAGE, augment, seed)
         latents = encode_views(vae, views.pixels, model)
         progress = comfy.utils.ProgressBar(steps)
         with torch.inference_mode(False):
-            denoise, alphas_cumprod = denoiser_from_model(model)
             device = comfy.model_management.get_torch_device()
-            text = text_encoder_from_clip(clip, device)
+            text = text_encoder_from_clip(clip, device)  # before the UNet, whose full load may then evict the CLIP
             config = dataclasses.replace(config, autocast_dtype=autocast_dtype(device))
             latents = latents.clone().to(device)
             masks_latent = identity.latent_masks(views.masks, latents.shape[-2:]).to(device)
             start = identity.init_vectors(text.word_vector, tokens)
-
-            recent: list[float] = []
-
-            def report(step: int, loss: float) -> None:
-                comfy.model_management.throw_exception_if_processing_interrupted()  # stops before anything is written
-                progress.update_absolute(step + 1, steps)
-                recent[:] = (recent + [loss])[-LOSS_WINDOW:]
-                send_progress_text(getattr(cls.hidden, "unique_id", None),
-                                   f"step {step + 1}/{steps}  loss {sum(recent) / len(recent):.4f} (mean of last {len(recent)})")
-
+            report = LiveLoss(steps, progress, node_id)
             blocks = checkpointed_blocks(model) if gradient_checkpointing else []
-            with identity.gradient_checkpointing(blocks):
+            with denoiser(model) as (denoise, alphas_cumprod), identity.gradient_checkpointing(blocks):
                 result = identity.train_identity(text, denoise, latents, masks_latent, views.prompts(class_word), start,
                                                  alphas_cumprod, config, report)
         metadata = {
-            "format": "vcd-identity/1", "tokens": str(tokens), "class_word": class_word, "steps": str(steps),
-            "learning_rate": str(learning_rate), "batch_size": str(batch_size), "seed": str(seed),
-            "augment": str(augment), "resolution": str(resolution), "references": str(len(photos)),
-            "base_model_hash": base_fingerprint(model, clip), "vcd_version": vcd_core.__version__,
-            "prompt": snippet(name, class_word),
+            "format": "vcd-identity/1", **request, "references": str(len(photos)),
+            "vcd_version": vcd_core.__version__, "prompt": snippet(name, class_word),
+            "losses": json.dumps([float(f"{loss:.6g}") for loss in result.losses]),
         }
         embedding = embedding_io.Embedding(result.vectors, metadata)
         check_name_free(name, overwrite)  # again: a file may have appeared while training
@@ -280,10 +195,94 @@ class VCDTrainIdentity(io.ComfyNode):
                              ui=ui.PreviewText(f"{snippet(name, class_word)}\nsaved to {path}"))
 
 
-def loss_curve(losses: list[float], window: int = LOSS_WINDOW) -> torch.Tensor:
-    """Loss per step (orange) and its running mean (blue)."""
-    running = [sum(losses[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(losses))]
-    return line_chart([(losses, ORANGE, "loss per step"), (running, BLUE, f"running mean ({window} steps)")])
+def photos_hash(images: torch.Tensor, masks: torch.Tensor | None) -> str:
+    """A short hash of the training photos and their masks, sizes included."""
+    parts: list[torch.Tensor | str] = [str(tuple(images.shape)), images]
+    if masks is not None:
+        parts += [str(tuple(masks.shape)), masks]
+    return embedding_io.fingerprint(*parts)
+
+
+DIFFERENCE_NAMES = {"photos_hash": "the photos or their masks", "base_model_hash": "the base model (MODEL or CLIP "
+                    "weights, or their LoRAs)"}
+
+
+def reusable_file(name: str, request: dict[str, str]) -> embedding_io.Embedding | None:
+    """Our ``vcd/NAME`` file when its metadata records this very request (photos, settings, base model); None when
+    there is no such file; FileExistsError naming what differs when it was trained from another request."""
+    path = os.path.join(target_folder(), f"{name}.safetensors")
+    if not os.path.exists(path):
+        return None
+    try:
+        existing = embedding_io.read_embedding(path)
+    except ValueError as error:
+        raise FileExistsError(f"name: models/embeddings/{SUBFOLDER}/{name}.safetensors exists but cannot be read "
+                              f"({error}); pick another name or turn overwrite on to replace it.") from None
+    differences = []
+    for key, wanted in request.items():
+        had = existing.metadata.get(key)
+        if had == wanted:
+            continue
+        if key in DIFFERENCE_NAMES:
+            differences.append(DIFFERENCE_NAMES[key] + ("" if had else " (the file has no record of them)"))
+        else:
+            differences.append(f"{key} {had if had is not None else '(not recorded)'} in the file, {wanted} now")
+    if differences:
+        raise FileExistsError(f"name: models/embeddings/{SUBFOLDER}/{name}.safetensors exists and was trained from a "
+                              f"different request ({'; '.join(differences)}); pick another name or turn overwrite on "
+                              "to replace it.")
+    return existing
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as people read a countdown: '8 s', '3 min 05 s', '1 h 02 min'."""
+    seconds = max(0, math.ceil(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class LiveLoss:
+    """The training callback: progress bar every step; the loss curve (as the node's live preview), the running
+    loss and the time left at the first and last step and every ``PREVIEW_SECONDS`` between (throttled by wall
+    time, so a fast step costs nothing more); Cancel stops training at the next step, before anything is written."""
+
+    def __init__(self, steps: int, progress, node_id: str | None):
+        self.steps, self.progress, self.node_id = steps, progress, node_id
+        self.losses: list[float] = []
+        self.started = time.monotonic()
+        self.last_shown = -math.inf
+
+    def __call__(self, step: int, loss: float) -> None:
+        import comfy.model_management
+        from comfy.cli_args import args
+        from PIL import Image
+
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        self.losses.append(loss)
+        done, now = step + 1, time.monotonic()
+        if not (done == 1 or done == self.steps or now - self.last_shown >= PREVIEW_SECONDS):
+            self.progress.update_absolute(done, self.steps)
+            return
+        self.last_shown = now
+        curve = (loss_curve(self.losses, max_points=PREVIEW_POINTS)[0] * 255).round().to(torch.uint8).numpy()
+        self.progress.update_absolute(done, self.steps, preview=("PNG", Image.fromarray(curve), args.preview_size))
+        recent = self.losses[-LOSS_WINDOW:]
+        left = (now - self.started) / done * (self.steps - done)
+        send_progress_text(self.node_id, f"step {done}/{self.steps}  loss {sum(recent) / len(recent):.4f} (mean of last "
+                                         f"{len(recent)})  about {duration(left)} left")
+
+
+def loss_curve(losses: list[float], window: int = LOSS_WINDOW, max_points: int | None = None) -> torch.Tensor:
+    """Loss per step (orange) and its running mean (blue); with ``max_points``, only that many evenly spaced steps
+    of each are drawn (the live preview of a long run stays cheap)."""
+    sums = [0.0, *itertools.accumulate(losses)]
+    running = [(sums[i + 1] - sums[max(0, i + 1 - window)]) / min(i + 1, window) for i in range(len(losses))]
+    stride = math.ceil(len(losses) / max_points) if max_points and len(losses) > max_points else 1
+    return line_chart([(losses[::stride], ORANGE, "loss per step"),
+                       (running[::stride], BLUE, f"running mean ({window} steps)")])
 
 
 def embedding_options() -> list[str]:
@@ -306,7 +305,7 @@ class VCDLoadIdentity(io.ComfyNode):
                 io.String.Input("class_word", default="", tooltip="Blank: the class word saved in the file, if any."),
                 io.Clip.Input("clip", optional=True, tooltip="Connect to check the embedding fits this CLIP."),
             ],
-            outputs=[io.String.Output(display_name="prompt_snippet"), IDENTITY.Output(display_name="identity")],
+            outputs=[io.String.Output(display_name="prompt_snippet"), IDENTITY_TYPE.Output(display_name="identity")],
             # not an output node: ComfyUI runs any valid output alone, so a graph with an error elsewhere would
             # "succeed" by loading the identity only
         )
@@ -351,7 +350,7 @@ class VCDIdentityEncode(io.ComfyNode):
                         "(no (word:1.2) weights), up to 75 tokens.",
             inputs=[
                 io.Clip.Input("clip"),
-                IDENTITY.Input("identity"),
+                IDENTITY_TYPE.Input("identity"),
                 io.String.Input("text", multiline=True, default="a photo of {identity} man smiling in a garden"),
             ],
             outputs=[io.Conditioning.Output()],

@@ -1,14 +1,16 @@
 """ID module: the text path matches ComfyUI's CLIP, training moves only the new rows, the masked loss,
 the round trip through core CLIPTextEncode, loading the authors' files, and bad inputs."""
 
+import re
 import shutil
 
+import numpy as np
 import pytest
 import skimage.data
 import torch
 
 from vcd_core import embedding_io, identity
-from vcd_core.text_encoder import IDENTITY
+from vcd_core.text_encoder import MARKER
 
 PROMPTS = ["a photo of a woman", "Portrait of an astronaut, smiling, 4k", "", "close up of a man in a red coat"]
 
@@ -33,14 +35,14 @@ def embeddings_dir(inproc, tmp_path, monkeypatch):
 
 def text_path(inproc, clip):
     with torch.inference_mode(False):
-        return inproc.pack.nodes.identity.text_encoder_from_clip(clip, torch.device("cpu"))
+        return inproc.pack.nodes.comfy_models.text_encoder_from_clip(clip, torch.device("cpu"))
 
 
-def train(inproc, clip, images, **overrides):
+def train(inproc, clip, images, model=None, **overrides):
     options = dict(name="astro", class_word="woman", tokens=4, steps=3, learning_rate=1e-2, batch_size=2, seed=0,
                    augment=True, overwrite=False, resolution=64)
     options.update(overrides)
-    model, vae = inproc.tiny.tiny_model(0), inproc.tiny.tiny_vae(0)
+    model, vae = model or inproc.tiny.tiny_model(0), inproc.tiny.tiny_vae(0)
     with torch.inference_mode():
         return inproc.pack.nodes.identity.VCDTrainIdentity.execute(model, clip, vae, images, **options)
 
@@ -71,11 +73,11 @@ def test_train_round_trip_through_core_clip_text_encode(inproc, embeddings_dir, 
 
     clip = inproc.tiny.tiny_clip(0, (str(embeddings_dir),))
     core = clip.encode_from_tokens(clip.tokenize("a photo of embedding:astro woman"))
-    ours = text_path(inproc, clip)(on_disk.vectors, [f"a photo of {IDENTITY} woman"])
+    ours = text_path(inproc, clip)(on_disk.vectors, [f"a photo of {MARKER} woman"])
     torch.testing.assert_close(ours, core, atol=1e-5, rtol=1e-5)
     with torch.inference_mode():  # the identity output, wired straight into VCD Identity Text Encode
         [[direct, extras]] = inproc.pack.nodes.identity.VCDIdentityEncode.execute(
-            clip, trained, f"a photo of {IDENTITY} woman").result[0]
+            clip, trained, f"a photo of {MARKER} woman").result[0]
     torch.testing.assert_close(direct, core, atol=1e-5, rtol=1e-5)
     [[core_cond, core_extras]] = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of embedding:astro woman"))
     assert set(extras) == set(core_extras) == {"pooled_output"}  # what core CLIPTextEncode gives
@@ -92,7 +94,7 @@ def test_identity_encode_matches_core_under_clip_skip(inproc, embeddings_dir):
     [[core, core_extras]] = clip.encode_from_tokens_scheduled(clip.tokenize("embedding:ann at the beach"))
     with torch.inference_mode():
         [[cond, extras]] = inproc.pack.nodes.identity.VCDIdentityEncode.execute(
-            clip, embedding_io.Embedding(vectors), f"{IDENTITY} at the beach").result[0]
+            clip, embedding_io.Embedding(vectors), f"{MARKER} at the beach").result[0]
     torch.testing.assert_close(cond, core, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(extras["pooled_output"], core_extras["pooled_output"], atol=1e-5, rtol=1e-5)
 
@@ -135,20 +137,19 @@ def test_rare_token_initialisation(inproc):
 @pytest.fixture(scope="module")
 def tiny_training(inproc, photos):
     """The real training inputs on the tiny model: denoiser, text path, cached latents, masks, prompts."""
-    nodes = inproc.pack.nodes.identity
+    nodes = inproc.pack.nodes.comfy_models
     model, clip, vae = inproc.tiny.tiny_model(0), inproc.tiny.tiny_clip(0), inproc.tiny.tiny_vae(0)
     masks = torch.zeros(photos.shape[:3])
     masks[:, 40:300, 120:380] = 1  # a box around the astronaut's head and shoulders
     views = identity.make_views(list(photos.movedim(-1, 1)), list(masks), 64, 4, True, seed=0)
     with torch.inference_mode():
         latents = nodes.encode_views(vae, views.pixels, model)
-    with torch.inference_mode(False):
-        denoise, alphas = nodes.denoiser_from_model(model)
+    with nodes.denoiser(model) as (denoise, alphas):  # the tests run outside inference mode
         text = nodes.text_encoder_from_clip(clip, torch.device("cpu"))
         latents = latents.clone()
         lmasks = identity.latent_masks(views.masks.clone(), latents.shape[-2:])
-    return dict(denoise=denoise, alphas=alphas, text=text, latents=latents, masks=lmasks,
-                prompts=views.prompts("woman"), start=identity.init_vectors(text.word_vector, 4))
+        yield dict(denoise=denoise, alphas=alphas, text=text, latents=latents, masks=lmasks,
+                   prompts=views.prompts("woman"), start=identity.init_vectors(text.word_vector, 4))
 
 
 def fixed_loss(parts, vectors, draws=8):
@@ -203,7 +204,7 @@ def test_background_gets_no_gradient(tiny_training):
 
 def test_gradient_checkpointing_gives_the_same_gradient(inproc, tiny_training):
     p = tiny_training
-    blocks = inproc.pack.nodes.identity.checkpointed_blocks(inproc.tiny.tiny_model(0))
+    blocks = inproc.pack.nodes.comfy_models.checkpointed_blocks(inproc.tiny.tiny_model(0))
     assert {type(b).__name__ for b in blocks} == {"ResBlock", "SpatialTransformer"}
     x0, mask = p["latents"][:2], p["masks"][:2]
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
@@ -236,7 +237,7 @@ def test_augmented_views_carry_masks_and_prefixes(photos):
             assert torch.allclose(pixels[:, 0, 0], torch.full((3,), 0.5), atol=0.02) and mask[0, 0, 0] == 0
     plain = identity.make_views(list(photos.movedim(-1, 1)), [None] * 3, 64, 12, False, seed=0)
     assert plain.pixels.shape[0] == 3 and plain.prefixes == ["", "", ""] and bool((plain.masks == 1).all())
-    assert views.prompts("man")[0].endswith(f"photo of a {IDENTITY} man")
+    assert views.prompts("man")[0].endswith(f"photo of a {MARKER} man")
 
 
 def test_interrupt_mid_training_leaves_no_file(inproc, embeddings_dir, photos, monkeypatch):
@@ -384,15 +385,146 @@ def test_non_finite_vectors_are_never_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_existing_name_needs_overwrite(inproc, embeddings_dir, photos):
+@pytest.fixture()
+def unet_calls():
+    """``unet_calls(model)``: a list that grows by one at each call of the MODEL's UNet (hooks removed after the test)."""
+    handles = []
+
+    def watch(model) -> list[int]:
+        calls: list[int] = []
+        handles.append(model.model.diffusion_model.register_forward_hook(lambda *_: calls.append(1)))
+        return calls
+
+    yield watch
+    for handle in handles:
+        handle.remove()
+
+
+def test_the_same_request_again_reuses_the_file(inproc, embeddings_dir, photos, monkeypatch, caplog, unet_calls):
+    """Queued again (after a restart, say), the same photos, settings and base model reuse the file: no step runs,
+    no view is encoded, the same vectors and loss curve come out, the node says so and the file is untouched."""
+    first = train(inproc, inproc.tiny.tiny_clip(0), photos, steps=2, name="again")
+    path = embeddings_dir / "vcd" / "again.safetensors"
+    on_disk, stamp = path.read_bytes(), path.stat().st_mtime_ns
+    calls, encoded = unet_calls(inproc.tiny.tiny_model(0)), []
+    vae = inproc.tiny.tiny_vae(0)
+    monkeypatch.setattr(vae, "encode", lambda pixels: encoded.append(1))
+    with caplog.at_level("INFO", logger="vcd"):
+        second = train(inproc, inproc.tiny.tiny_clip(0), photos, steps=2, name="again")
+    assert calls == [] and encoded == []
+    assert torch.equal(second.result[2].vectors, first.result[2].vectors) and second.result[0] == first.result[0]
+    assert (second.result[1] - first.result[1]).abs().mean() < 1e-3  # the curve, redrawn from the recorded losses
+    assert "reused" in " ".join(second.ui.as_dict()["text"]) and "reused" in caplog.text
+    assert path.read_bytes() == on_disk and path.stat().st_mtime_ns == stamp
+
+
+def lora_like(model):
+    """A clone of ``model`` with a weight patch on one UNet layer, as a LoRA loader makes it."""
+    patched = model.clone()
+    weight = model.model.diffusion_model.out[2].weight
+    patched.add_patches({"diffusion_model.out.2.weight": (torch.full_like(weight, 0.01),)}, 1.0)
+    return patched
+
+
+@pytest.mark.parametrize("change, named", [
+    (dict(seed=5), "seed 0 in the file, 5 now"),
+    (dict(steps=2), "steps 1 in the file, 2 now"),
+    (dict(class_word="man"), "class_word woman in the file, man now"),
+    (dict(photos=lambda p: p.flip(2)), "the photos or their masks"),
+    (dict(masks=torch.ones(3, 512, 512)), "the photos or their masks"),
+    (dict(model=lambda inproc: inproc.tiny.tiny_model(1)), "the base model"),
+    (dict(model=lambda inproc: lora_like(inproc.tiny.tiny_model(0))), "the base model"),
+])
+def test_a_different_request_with_the_same_name_is_refused(inproc, embeddings_dir, photos, change, named):
+    """Same name, other photos, settings or base model (LoRAs included): refused naming the difference, the file
+    untouched; with overwrite on it is trained again and replaced."""
     train(inproc, inproc.tiny.tiny_clip(0), photos, steps=1, name="taken")
     path = embeddings_dir / "vcd" / "taken.safetensors"
     first = path.read_bytes()
-    with pytest.raises(FileExistsError, match="overwrite"):
-        train(inproc, inproc.tiny.tiny_clip(0), photos, steps=1, name="taken", seed=5)
+    change = dict(change)
+    images = change.pop("photos", lambda p: p)(photos)
+    if "model" in change:
+        change["model"] = change["model"](inproc)
+    options = dict(steps=1, name="taken") | change
+    with pytest.raises(FileExistsError, match=f"taken.safetensors exists and was trained from a different request "
+                                              f"\\(.*{re.escape(named)}.*pick another name or turn overwrite on"):
+        train(inproc, inproc.tiny.tiny_clip(0), images, **options)
     assert path.read_bytes() == first
-    train(inproc, inproc.tiny.tiny_clip(0), photos, steps=1, name="taken", seed=5, overwrite=True)
+    train(inproc, inproc.tiny.tiny_clip(0), images, **options, overwrite=True)
     assert path.read_bytes() != first and sorted(p.name for p in path.parent.iterdir()) == ["taken.safetensors"]
+
+
+def test_a_file_from_before_photo_hashes_is_refused_not_reused(inproc, embeddings_dir, photos):
+    """A file written by an older version records no photos: it still loads, but a request is never matched to it."""
+    (embeddings_dir / "vcd").mkdir()
+    old = embedding_io.Embedding(torch.ones(4, 768), {"format": "vcd-identity/1", "tokens": "4", "steps": "1"})
+    embedding_io.write_embedding(embeddings_dir / "vcd", "old", old)
+    with pytest.raises(FileExistsError, match=r"photos or their masks \(the file has no record of them\)"):
+        train(inproc, inproc.tiny.tiny_clip(0), photos, steps=1, name="old")
+    assert load(inproc, "vcd/old.safetensors").result[1].tokens == 4
+
+
+def test_training_leaves_the_model_and_clip_as_they_were(inproc, embeddings_dir, photos):
+    """Train Identity borrows the MODEL other nodes share. Made under inference mode as a checkpoint loader makes it,
+    with a LoRA-style patch, and sampled once: after training it holds the very same weight tensors with the same
+    requires_grad, dtype, device and patches, the CLIP's too, and a KSampler on it gives what it gave before."""
+    import nodes as core
+
+    with torch.inference_mode():
+        model = lora_like(inproc.tiny.tiny_model.__wrapped__(0))
+    clip = inproc.tiny.tiny_clip(0)
+    cond = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a woman"))
+
+    def sample():
+        with torch.inference_mode():
+            return core.KSampler().sample(model, 7, 1, 4.0, "euler", "normal", cond, cond,
+                                          {"samples": torch.zeros(1, 4, 8, 8)})[0]["samples"]
+
+    def state(patcher):
+        tensors = {**dict(patcher.model.named_parameters()), **dict(patcher.model.named_buffers())}
+        return ({n: (id(t), t.requires_grad, t.is_inference(), t.dtype, t.device) for n, t in tensors.items()},
+                sorted(patcher.patches), patcher.patches_uuid, sorted(patcher.object_patches), patcher.model.training)
+
+    sampled = sample()  # loaded (and patched) the way ComfyUI loads it for sampling
+    before, clip_before = state(model), state(clip.patcher)
+    train(inproc, clip, photos, model=model, steps=2, name="borrowed")
+    after = state(model)
+    assert after[1:] == before[1:] and state(clip.patcher) == clip_before
+    assert [n for n in before[0] if after[0][n] != before[0][n]] == []
+    assert torch.equal(sample(), sampled)
+
+
+def test_training_shows_its_loss_curve_and_time_left_while_it_runs(inproc, embeddings_dir, photos, monkeypatch):
+    """The loss curve goes out as the node's live preview (a PNG the size of the loss_curve output) with the running
+    loss and time left as text at the first and last step, and between them once every PREVIEW_SECONDS."""
+    import comfy.utils
+
+    node, bar, texts = inproc.pack.nodes.identity, [], []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
+                        bar.append((value, total, preview)))
+    monkeypatch.setattr(node, "send_progress_text", lambda node_id, text: texts.append(text))
+    monkeypatch.setattr(node, "PREVIEW_SECONDS", float("inf"))  # only the first and the last step
+    curve = train(inproc, inproc.tiny.tiny_clip(0), photos, steps=4, name="live").result[1]
+    assert [value for value, total, _ in bar] == [1, 2, 3, 4] and {total for _, total, _ in bar} == {4}
+    previews = [(value, preview) for value, _, preview in bar if preview is not None]
+    assert [value for value, _ in previews] == [1, 4]
+    kind, image, max_size = previews[-1][1]
+    assert kind == "PNG" and max_size > 0
+    assert torch.equal(torch.from_numpy(np.asarray(image).copy()), (curve[0] * 255).round().to(torch.uint8))
+    assert [text.split()[:2] for text in texts] == [["step", "1/4"], ["step", "4/4"]]
+    assert all(re.search(r"loss \d+\.\d{4} .* about \d+ (s|min \d\d s|h \d\d min) left$", text) for text in texts), texts
+    assert texts[-1].endswith("about 0 s left")
+
+    bar.clear()
+    monkeypatch.setattr(node, "PREVIEW_SECONDS", 0.0)  # as when each step takes longer than the interval
+    train(inproc, inproc.tiny.tiny_clip(0), photos, steps=3, name="live_slow")
+    assert [value for value, _, preview in bar if preview is not None] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("seconds, text", [(0, "0 s"), (0.2, "1 s"), (59, "59 s"), (60, "1 min 00 s"),
+                                           (185, "3 min 05 s"), (3600, "1 h 00 min"), (3725, "1 h 02 min")])
+def test_time_left_reads_as_a_countdown(inproc, seconds, text):
+    assert inproc.pack.nodes.identity.duration(seconds) == text
 
 
 @pytest.mark.parametrize("other", ["mona.pt", "authors/deep/mona.bin", "mona", "Mona.safetensors", "vcd/old/mona.safetensors"])

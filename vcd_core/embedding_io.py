@@ -66,11 +66,12 @@ def files_answering(roots: Iterable[str | os.PathLike], name: str) -> list[Path]
     return sorted(found)
 
 
-def fingerprint(*tensors: torch.Tensor) -> str:
-    """First 16 hex digits of the SHA-256 of the tensors' float32 bytes: tells base models apart cheaply."""
+def fingerprint(*parts: torch.Tensor | str) -> str:
+    """First 16 hex digits of the SHA-256 of the tensors' float32 bytes and the strings' UTF-8: tells base models
+    and training photos apart cheaply."""
     digest = hashlib.sha256()
-    for tensor in tensors:
-        digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part.detach().float().contiguous().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .text_encoder import IDENTITY
+from .text_encoder import MARKER
 
 __all__ = [
     "RARE_TOKENS", "TrainConfig", "Views", "center_square", "augment_view", "make_views", "latent_masks",
@@ -67,7 +67,7 @@ class Views:
     prefixes: list[str] = field(default_factory=list)
 
     def prompts(self, class_word: str) -> list[str]:
-        return [TEMPLATE.format(prefix=p, identity=IDENTITY, class_word=class_word).strip() for p in self.prefixes]
+        return [TEMPLATE.format(prefix=p, identity=MARKER, class_word=class_word).strip() for p in self.prefixes]
 
 
 def center_square(image: torch.Tensor, size: int) -> torch.Tensor:

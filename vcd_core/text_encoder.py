@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-__all__ = ["IDENTITY", "PlaceholderEmbedding", "IdentityTextEncoder", "clip_text_model_from_state_dict"]
+__all__ = ["MARKER", "PlaceholderEmbedding", "IdentityTextEncoder", "clip_text_model_from_state_dict"]
 
-IDENTITY = "{identity}"  # where the identity tokens go in a prompt template
+MARKER = "{identity}"  # where the identity tokens go in a prompt template
 MAX_LENGTH = 77
 
 
@@ -118,10 +118,10 @@ class IdentityTextEncoder:
 
     def tokenize(self, template: str, tokens: int) -> torch.Tensor:
         """Ids ``[77]`` of a prompt; an ``{identity}`` in it becomes ``tokens`` placeholder ids."""
-        if template.count(IDENTITY) > 1:
-            raise ValueError(f"the prompt {template!r} holds {IDENTITY} more than once")
-        before, _, after = template.partition(IDENTITY)
-        placeholders = range(self.vocab, self.vocab + tokens) if IDENTITY in template else ()
+        if template.count(MARKER) > 1:
+            raise ValueError(f"the prompt {template!r} holds {MARKER} more than once")
+        before, _, after = template.partition(MARKER)
+        placeholders = range(self.vocab, self.vocab + tokens) if MARKER in template else ()
         ids = [self.start, *self.token_ids(before), *placeholders, *self.token_ids(after), self.end]
         if len(ids) > MAX_LENGTH:
             raise ValueError(f"the prompt {template!r} is longer than {MAX_LENGTH - 2} tokens")
