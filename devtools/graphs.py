@@ -129,3 +129,31 @@ def use_identity(graph: dict, embedding: str) -> dict:
             node["inputs"]["embedding"] = embedding
     return graph
 
+
+
+VIDEO_NODES = ("CreateVideo", "SaveVideo")  # core's video nodes: the shipped workflows save mp4 (h264) with them
+
+
+def with_webp_output(graph: dict) -> dict:
+    """The graph saving an animated WEBP instead of an mp4, for hosts without core's video nodes: each
+    CreateVideo -> SaveVideo pair becomes a SaveAnimatedWEBP (same id, prefix and fps as the pair)."""
+    graph = copy.deepcopy(graph)
+    for nid, node in list(graph.items()):
+        if node["class_type"] != "SaveVideo":
+            continue
+        source = str(node["inputs"]["video"][0])
+        create = graph.pop(source)
+        if create["class_type"] != "CreateVideo":
+            raise ValueError(f"node {nid} (SaveVideo) saves a video from {create['class_type']}, not CreateVideo")
+        graph[nid] = {"class_type": "SaveAnimatedWEBP", "_meta": node.get("_meta", {}), "inputs": {
+            "images": create["inputs"]["images"], "filename_prefix": node["inputs"]["filename_prefix"],
+            "fps": create["inputs"]["fps"], "lossless": False, "quality": 90, "method": "default"}}
+    return graph
+
+
+def for_host(graph: dict, node_types: set[str] | dict) -> tuple[dict, str]:
+    """The graph as this host can run it and the format it saves: mp4 (h264) where the host has core's video
+    nodes, animated WEBP where it does not. ``node_types``: the host's node types (its /object_info)."""
+    if all(kind in node_types for kind in VIDEO_NODES):
+        return graph, "mp4 (h264)"
+    return with_webp_output(graph), "animated WEBP"

@@ -125,7 +125,7 @@ def assert_temporal_layers_ran(record: dict, version: str, video_length: int, un
 def t2v_to_latent(models: dict, prefix: str) -> dict:
     """The shipped T2V graph (ADE kept, 8 frames, 1 step) saving its sampled LATENT instead of decoding it."""
     graph = graphs.shrink_keeping_ade(graphs.load_api("t2v_vcd"), models["checkpoint"], models["v2"], frames=8)
-    for nid in [nid for nid, n in graph.items() if n["class_type"] in ("VAEDecode", "SaveAnimatedWEBP")]:
+    for nid in [nid for nid, n in graph.items() if n["class_type"] in ("VAEDecode", "CreateVideo", "SaveVideo")]:
         del graph[nid]
     graph["save"] = node("SaveLatent", samples=["12", 0], filename_prefix=f"vcd_ade/{prefix}")
     return graph

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from devtools.graphs import load_api, tinyize
+from devtools.graphs import load_api, tinyize, with_webp_output
 
-NOISE, SAMPLER, SAVE = "8", "12", "14"  # node ids in workflows/api/t2v_vcd.json
+NOISE, SAMPLER, SAVE = "8", "12", "16"  # node ids in workflows/api/t2v_vcd.json (16: SaveVideo there)
 
 
 def tiny_t2v() -> dict:
-    """t2v_vcd on the tiny checkpoint, 64 px, 2 frames, 2 steps, without ADE; a noise seed this server has
-    not run yet (it would answer a repeated prompt from its cache, with no progress to show)."""
-    graph = tinyize(load_api("t2v_vcd"), frames=2, steps=2)
+    """t2v_vcd on the tiny checkpoint, 64 px, 2 frames, 2 steps, without ADE, saving an animated WEBP (an image
+    preview; the mp4 is checked on the server); a noise seed this server has not run yet (it would answer a
+    repeated prompt from its cache, with no progress to show)."""
+    graph = with_webp_output(tinyize(load_api("t2v_vcd"), frames=2, steps=2))
     assert graph[NOISE]["class_type"] == "VCD3DGaussianNoise" and graph[SAVE]["class_type"] == "SaveAnimatedWEBP"
     graph[NOISE]["inputs"]["noise_seed"] = time.time_ns() % 2**48
     return graph
@@ -93,3 +94,4 @@ def test_run_with_a_missing_identity_shows_which_file_goes_where(frontend, artif
         assert "no identity file 'mona.pt' in models/embeddings" in shown and "train_identity.json" in shown, shown
     else:  # 1.49.6's errors panel names the node and input (details only on the node) and lists mona.pt as missing
         assert "Load Identity (models/embeddings) - embedding" in shown and "mona.pt" in shown, shown
+

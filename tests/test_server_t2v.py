@@ -5,7 +5,6 @@ import copy
 
 import safetensors.torch
 import torch
-from PIL import Image, ImageSequence
 
 
 def test_object_info_lists_the_noise_nodes(host):
@@ -21,15 +20,29 @@ def test_object_info_lists_the_noise_nodes(host):
     assert latent["input"]["required"]["mode"][1]["options"] == ["ar1", "authors"]
 
 
-def test_t2v_workflow_runs_and_writes_an_animation(host, shipped):
+def test_t2v_workflow_runs_and_writes_an_mp4(host, shipped, read_video):
+    """The shipped graph saves an mp4 (h264) through core's CreateVideo -> SaveVideo, every frame in it."""
     graph = shipped("t2v_vcd", frames=8)
     result = host.run(graph)
     assert result.ok, result.describe()
     files = host.output_files(result)
-    assert len(files) == 1 and files[0].suffix == ".webp" and files[0].is_file()
-    with Image.open(files[0]) as animation:
-        frames = list(ImageSequence.Iterator(animation))
-        assert len(frames) == 8 and animation.size == (64, 64)
+    assert len(files) == 1 and files[0].suffix == ".mp4" and files[0].is_file()
+    codec, frames = read_video(files[0])
+    assert codec == "h264" and len(frames) == 8 and frames[0].size == (64, 64)
+
+
+def test_without_core_video_nodes_the_graph_saves_an_animated_webp(host, shipped, read_video):
+    """graphs.for_host on a host lacking CreateVideo/SaveVideo: the same frames as an animated WEBP."""
+    from devtools import graphs
+
+    node_types = set(host.object_info()) - {"SaveVideo"}
+    graph, saved = graphs.for_host(shipped("t2v_vcd", frames=4), node_types)
+    assert saved == "animated WEBP" and not set(graphs.VIDEO_NODES) & {n["class_type"] for n in graph.values()}
+    result = host.run(graph)
+    assert result.ok, result.describe()
+    [path] = host.output_files(result)
+    codec, frames = read_video(path)
+    assert path.suffix == ".webp" and codec is None and len(frames) == 4
 
 
 def test_latent_node_authors_mode_over_http(host):
