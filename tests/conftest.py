@@ -145,6 +145,25 @@ def artifacts() -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def read_video():
+    """Read a saved video: ``(codec, RGB frames as PIL images)``; mp4 through PyAV (what ComfyUI's video nodes use),
+    animated WEBP/GIF/PNG through Pillow (codec None)."""
+    from PIL import Image, ImageSequence
+
+    def read(path: Path) -> tuple[str | None, list]:
+        if path.suffix == ".mp4":
+            import av
+
+            with av.open(str(path)) as container:
+                codec = container.streams.video[0].codec_context.name
+                return codec, [frame.to_image() for frame in container.decode(video=0)]
+        with Image.open(path) as animation:
+            return None, [frame.convert("RGB").copy() for frame in ImageSequence.Iterator(animation)]
+
+    return read
+
+
 def pytest_collection_modifyitems(config, items):
     """Under mutmut (scripts/mutate.sh) run only in-process tests: a server process cannot load mutants."""
     if os.environ.get("MUTANT_UNDER_TEST"):
