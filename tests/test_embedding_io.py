@@ -116,3 +116,52 @@ def test_files_answering_a_name_are_found_at_any_depth_and_extension(tmp_path):
     assert embedding_io.files_answering([first, second], "mona") == sorted(clashes)
     assert embedding_io.files_answering([first, second], "monalisa") == [first / "monalisa.pt"]
     assert embedding_io.files_answering([first, tmp_path / "missing"], "ann") == []
+
+
+def test_fingerprint_is_the_sha256_of_float32_bytes_and_utf8():
+    import hashlib
+
+    import numpy as np
+
+    want = hashlib.sha256(np.array([1.0, 2.0], dtype=np.float32).tobytes() + "ann é".encode()).hexdigest()[:16]
+    assert embedding_io.fingerprint(torch.tensor([1, 2]), "ann é") == want  # integers hashed as float32
+    assert embedding_io.fingerprint("ann é", torch.tensor([1.0, 2.0])) != want  # order counts
+
+
+def test_the_vectors_key_is_emb_params_then_clip_l_then_the_first(tmp_path):
+    from safetensors.torch import save_file
+
+    a, b, c = torch.zeros(1, 4), torch.ones(2, 4), torch.full((3, 4), 2.0)
+    for tensors, want in (({"other": a, "clip_l": b}, b), ({"clip_l": b, "emb_params": c}, c), ({"zeta": a}, a)):
+        save_file(tensors, str(tmp_path / "e.safetensors"))
+        assert torch.equal(embedding_io.read_embedding(tmp_path / "e.safetensors").vectors, want)
+    save_file({}, str(tmp_path / "none.safetensors"))
+    with pytest.raises(ValueError, match=r"^none\.safetensors: the file holds no tensor$"):
+        embedding_io.read_embedding(tmp_path / "none.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(ValueError, match=r"^cut\.safetensors: not a readable \.safetensors file \(.*\); copy it again or "
+                                         r"train it again\.$"):
+        embedding_io.read_embedding(tmp_path / "cut.safetensors")
+
+
+def test_pt_and_bin_embeddings_and_their_metadata(tmp_path):
+    vectors = torch.randn(2, 768)
+    torch.save({"string_to_param": {"*": vectors}, "name": "ann", "step": 500, "sd_checkpoint_name": None},
+               tmp_path / "ann.pt")
+    emb = embedding_io.read_embedding(tmp_path / "ann.pt")
+    assert torch.equal(emb.vectors, vectors) and emb.metadata == {"name": "ann", "step": "500"}
+    torch.save({"<ann>": vectors[0]}, tmp_path / "learned_embeds.bin")  # diffusers: {token: [D]}
+    assert embedding_io.read_embedding(tmp_path / "learned_embeds.bin").vectors.shape == (1, 768)
+    torch.save({"a": vectors, "b": vectors}, tmp_path / "two.pt")
+    with pytest.raises(ValueError, match=r"^two\.pt: not an embedding file \(no 'string_to_param' entry\)$"):
+        embedding_io.read_embedding(tmp_path / "two.pt")
+    with pytest.raises(ValueError, match=r"^ann\.txt: embeddings are \.safetensors or \.pt files$"):
+        embedding_io.read_embedding(tmp_path / "ann.txt")
+
+
+def test_names_are_found_through_linked_folders(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "Ann.PT").write_bytes(b"")
+    (tmp_path / "embeddings").mkdir()
+    (tmp_path / "embeddings" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert embedding_io.files_answering([tmp_path / "embeddings"], "ann") == [tmp_path / "embeddings" / "linked" / "Ann.PT"]
