@@ -169,10 +169,12 @@ class ComfyHost:
         response.raise_for_status()
         return response.json()
 
-    def run(self, graph: dict, timeout: float = 600.0) -> RunResult:
-        """Queue an API-format graph and wait for its history entry (or its validation errors)."""
+    def run(self, graph: dict, timeout: float = 600.0, client_id: str | None = None,
+            extra_data: dict | None = None) -> RunResult:
+        """Queue an API-format graph and wait for its history entry (or its validation errors). ``client_id``: the
+        websocket client that gets its progress and previews; ``extra_data``: e.g. ``{"preview_method": "none"}``."""
         # json.dumps, not requests' json=: it refuses NaN, and bad-input tests send NaN as the frontend can.
-        body = json.dumps({"prompt": graph, "client_id": uuid.uuid4().hex})
+        body = json.dumps({"prompt": graph, "client_id": client_id or uuid.uuid4().hex, "extra_data": extra_data or {}})
         response = requests.post(f"{self.url}/prompt", data=body, headers={"Content-Type": "application/json"}, timeout=60)
         body = response.json()
         result = RunResult(response.status_code, body)

@@ -1,9 +1,13 @@
 """Face VCD geometry (vcd_core.face) and the default face detector on a real photograph."""
 
+import sys
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import skimage.data
 import torch
+import torch.nn.functional as F
 
 from vcd_core import face, face_detect
 from vcd_core.geometry import Box
@@ -124,11 +128,16 @@ def test_crop_size_guides_small_crops_up_and_caps_large():
     assert face.crop_size(2000, 512, 1024) == 1024
 
 
-def test_default_detector_finds_the_astronauts_face_and_none_in_noise():
+def astronaut(side: int = 512) -> torch.Tensor:
+    """The 512 px photograph as one ``[1, side, side, 3]`` frame (area-downscaled when smaller)."""
     image = torch.from_numpy(skimage.data.astronaut()).float()[None] / 255
-    [[found]] = face_detect.haar_faces(image)
-    # The astronaut's face lies around rows 60-170, columns 170-280 of the 512x512 photograph.
-    assert Box(40, 190, 150, 300).contains(found) and found.height > 60
+    return image if side == 512 else F.interpolate(image.movedim(-1, 1), size=(side, side), mode="area").movedim(1, -1)
+
+
+def test_default_detector_finds_the_astronauts_face_and_none_in_noise():
+    image = astronaut()
+    # Her face: rows 66-161, columns 177-272 of the 512 px photograph (OpenCV 4's cascade; golden box).
+    assert face_detect.haar_faces(image) == [[Box(66, 161, 177, 272)]]
     rng = np.random.default_rng(0)
     noise = torch.from_numpy(rng.random((3, 256, 256, 3))).float()
     assert face_detect.haar_faces(noise) == [[], [], []]
@@ -148,6 +157,21 @@ def test_largest_face_is_kept_whatever_the_detector_order():
     assert torch.equal(masks[0], expected) and torch.equal(masks[2], expected) and masks[1].sum() == 0
     both = face_detect.boxes_to_masks([[small, large]], 64, 64)
     assert both[0, :10, :10].min() == 1 and both[0].sum() == 100 + 1600
+
+
+def test_window_preview_outlines_each_frames_window_and_face_box():
+    frames = torch.full((2, 64, 64, 3), 0.5)
+    masks = box_mask(2, 64, 64, [Box(20, 30, 20, 30), None])
+    windows = [Box(8, 40, 8, 40), Box(16, 48, 24, 56)]
+    preview = face.window_preview(frames, windows, masks)
+    yellow, red = torch.tensor(face.WINDOW_COLOUR), torch.tensor(face.FACE_COLOUR)
+    for i, w in enumerate(windows):
+        expected = frames[i].clone()
+        if i == 0:
+            expected[20:30, 20:30], expected[21:29, 21:29] = red, 0.5  # the face box, 1 px at 64 px
+        expected[w.y0:w.y1, w.x0:w.x1], expected[w.y0 + 1:w.y1 - 1, w.x0 + 1:w.x1 - 1] = yellow, expected[w.y0 + 1:w.y1 - 1, w.x0 + 1:w.x1 - 1].clone()
+        assert torch.equal(preview[i], expected), i
+    assert frames.unique().tolist() == [0.5]
 
 
 def test_crop_window_by_hand():
@@ -247,6 +271,86 @@ def test_cut_to_windows_names_only_frames_whose_face_leaves():
     assert leaving == [] and torch.equal(inside[0], masks[0]) and inside[1, 20, 20] == 0
     _, leaving = face.cut_to_windows(masks, [Box(0, 16, 0, 16), Box(8, 24, 8, 24)])
     assert leaving == [1]
+
+
+def test_detector_input_is_clamped_scaled_and_truncated_to_uint8_rgb():
+    frame = torch.tensor([[[-0.5, 0.0, 0.5, 0.3], [1.0, 1.5, 0.999, 0.9]]])  # RGBA: alpha is dropped
+    array = face_detect.uint8_rgb(frame)
+    assert array.dtype == np.uint8 and array.tolist() == [[[0, 0, 127], [255, 255, 254]]]
+
+
+def test_haar_sensitivity_smallest_face_found():
+    """Scale factor 1.1 and 5 neighbours: a 26 px face (the photograph at 128 px) is found, at 120 px it is not."""
+    assert face_detect.haar_faces(astronaut(128)) == [[Box(16, 42, 43, 69)]] and face_detect.haar_faces(astronaut(120)) == [[]]
+
+
+def test_haar_minimum_face_is_a_fraction_of_the_shorter_side():
+    """min_size_fraction of the shorter side: on a 512 x 1024 frame, 0.2 (102 px) keeps the ~110 px face, 0.25 does not."""
+    wide = torch.full((1, 512, 1024, 3), 0.5)
+    wide[:, :, :512] = astronaut()
+    [[found]] = face_detect.haar_faces(wide, min_size_fraction=0.2)
+    assert found.width >= 102 and Box(40, 190, 150, 300).contains(found)
+    assert face_detect.haar_faces(wide, min_size_fraction=0.25) == [[]]
+
+
+def test_haar_lists_the_largest_face_first():
+    """Two faces, the small one where OpenCV lists it first (top left): the large one comes first."""
+    image = astronaut()[:, 40:200, 150:310]
+    canvas = torch.full((1, 512, 768, 3), 0.5)
+    canvas[:, 300:460, 500:660] = image
+    canvas[:, 20:100, 20:100] = F.interpolate(image.movedim(-1, 1), size=(80, 80), mode="area").movedim(1, -1)
+    assert face_detect.haar_faces(canvas) == [[Box(325, 422, 526, 623), Box(31, 82, 32, 83)]]
+
+
+@pytest.mark.parametrize("cv2_module, message", [
+    (None, r"^the default face detector needs OpenCV: pip install 'opencv-python-headless<5'$"),
+    (SimpleNamespace(__version__="5.0.0", data=object()), r"^OpenCV 5\.0\.0 ships no Haar cascades \(OpenCV 5 dropped them\): "
+                                                          r"pip install 'opencv-python-headless<5', or wire a face MASK from another node\.$"),
+    (SimpleNamespace(__version__="5.0.1", CascadeClassifier=object), r"^OpenCV 5\.0\.1 ships no Haar cascades"),
+])
+def test_haar_without_a_usable_opencv_says_what_to_install(monkeypatch, cv2_module, message):
+    monkeypatch.setitem(sys.modules, "cv2", cv2_module)  # None: "import cv2" raises ImportError
+    with pytest.raises(RuntimeError, match=message):
+        face_detect.haar_faces(torch.zeros(1, 8, 8, 3))
+
+
+class FakeYOLO:
+    """Ultralytics' interface as yolo_faces uses it (``YOLO(path).predict(bgr_array, conf=...)[0].boxes.xyxy``):
+    each frame's scored boxes are given up front and kept above ``conf``, as YOLO does; a frame without boxes gets
+    ``boxes None``. It records the path and the arrays it was given."""
+
+    scored = [[(0.9, (4.0, 2.0, 20.0, 12.0)), (0.3, (0.0, 0.0, 30.0, 30.0)), (0.5, (30.0, 20.0, 40.0, 31.9))], []]
+    seen: list = []
+
+    def __init__(self, path: str):
+        self.path, self.frame = path, 0
+        FakeYOLO.seen = [path]
+
+    def predict(self, array: np.ndarray, conf: float, verbose: bool):
+        FakeYOLO.seen.append(array.copy())
+        kept = [box for score, box in self.scored[self.frame] if score >= conf]
+        self.frame += 1
+        boxes = SimpleNamespace(xyxy=torch.tensor(kept).reshape(-1, 4)) if kept else None
+        return [SimpleNamespace(boxes=boxes)]
+
+
+def test_yolo_boxes_become_pixel_boxes_from_bgr_frames(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ultralytics", SimpleNamespace(YOLO=FakeYOLO))
+    frames = torch.rand(2, 32, 48, 3, generator=torch.Generator().manual_seed(0))
+    found = face_detect.yolo_faces(frames, "models/ultralytics/bbox/face.pt")
+    # xyxy (x0, y0, x1, y1) -> Box(y0, y1, x0, x1), truncated; the 0.3 box is under the default confidence 0.35.
+    assert found == [[Box(2, 12, 4, 20), Box(20, 31, 30, 40)], []]
+    path, *arrays = FakeYOLO.seen
+    assert path == "models/ultralytics/bbox/face.pt"
+    for array, frame in zip(arrays, frames):
+        assert np.array_equal(array, face_detect.uint8_rgb(frame)[..., ::-1])  # BGR, as cv2.imread gives
+    assert face_detect.yolo_faces(frames, "face.pt", confidence=0.95) == [[], []]
+
+
+def test_yolo_without_ultralytics_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ultralytics", None)
+    with pytest.raises(RuntimeError, match=r"^YOLO face models need the optional extra: pip install ultralytics$"):
+        face_detect.yolo_faces(torch.zeros(1, 8, 8, 3), "face.pt")
 
 
 def test_union_window_reads_height_and_width_and_its_multiple():
