@@ -95,3 +95,47 @@ def test_run_with_a_missing_identity_shows_which_file_goes_where(frontend, artif
     else:  # 1.49.6's errors panel names the node and input (details only on the node) and lists mona.pt as missing
         assert "Load Identity (models/embeddings) - embedding" in shown and "mona.pt" in shown, shown
 
+
+
+
+
+def tiny_tiled_refine(host) -> tuple[dict, str, str]:
+    """(graph, refine node, preview node): the full pipeline's VCD Tiled Refine alone on an 80x64 picture (two 64 px
+    tiles), 1 step on the tiny model, its tile plan into Preview Image; a seed this server has not run yet."""
+    from PIL import Image
+
+    full = tinyize(load_api("full_pipeline"), steps=1)
+    refine, picture, preview = "18", "30", "31"
+    assert full[refine]["class_type"] == "VCDTiledRefine" and picture not in full and preview not in full
+    Image.new("RGB", (80, 64), (90, 120, 150)).save(host.input_dir / "vcd_tiles_80x64.png")
+    full[refine]["inputs"].update(image=[picture, 0], seed=time.time_ns() % 2**48)
+    keep, todo = set(), [refine]
+    while todo:
+        nid = todo.pop()
+        if nid not in keep and nid in full:
+            keep.add(nid)
+            todo += [str(v[0]) for v in full[nid]["inputs"].values() if isinstance(v, list) and len(v) == 2]
+    graph = {nid: full[nid] for nid in keep}
+    graph[picture] = {"class_type": "LoadImage", "inputs": {"image": "vcd_tiles_80x64.png"}}
+    graph[preview] = {"class_type": "PreviewImage", "inputs": {"images": [refine, 1]}}
+    return graph, refine, preview
+
+
+def test_tiled_refine_shows_its_tile_plan_while_it_runs_and_the_plan_image_after(frontend, host, artifacts):
+    """Run in the real page: the tile plan reaches the browser as Tiled Refine's live preview (a PNG) and is drawn on
+    the node before it has finished; after the run the Preview Image node shows the tile_plan output."""
+    graph, refine, preview = tiny_tiled_refine(host)
+    loaded = frontend.call("load", workflow=graph, name="tiny_tiled_refine", api=True)
+    assert loaded["unregistered"] == [] and loaded["link_problems"] == []
+    run = frontend.call("queue", screenshot=str(artifacts / "tiny_tiled_refine_run.png"), timeout_ms=120000)
+    assert run["finished"] and ["execution_success", None] in run["events"], (run["events"], run["dialogs"], host.log_tail(2000))
+    assert ["executing", refine] in run["events"], run["events"]  # what "finished" is judged by (no "executed" here)
+    plans = [p for p in run["live"] if p["node"] == refine and p["type"] == "image/png"]
+    assert plans and not plans[0]["executed"], f"no tile plan preview sent while the node ran: {run['live']}"
+    assert plans[0]["width"] >= 80 and plans[0]["height"] >= 64
+    shown = run["shown"].get(refine)
+    assert shown and not shown["executed"], f"no live preview drawn on Tiled Refine while it ran: {run['shown']}"
+    previews = {p["node"]: p["images"] for p in run["previews"]}
+    assert preview in previews, f"no output preview on the Preview Image node: {run['previews']}"
+    image = previews[preview][0]
+    assert (image["width"], image["height"]) == (80, 64) and "/view?" in image["src"]

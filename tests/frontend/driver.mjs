@@ -214,11 +214,13 @@ const ops = {
     return { readings, ...saved };
   },
 
-  /** Clicks Run on the graph loaded before; records the progress bars drawn and the output previews shown. */
+  /** Clicks Run on the graph loaded before; records the progress bars drawn, the live previews the server sent
+   * (`live`) and first drawn on each node (`shown`, with whether the node had finished), and the output previews. */
   async queue({ screenshot = null, timeout_ms = 240000 }) {
     await closeDialogs();
     await page.evaluate(() => {
-      const seen = (window.__vcdRun = { progress: [], titles: [], events: [], done: false, rejected: null });
+      const seen = (window.__vcdRun = { progress: [], titles: [], events: [], live: [], shown: {}, imaged: [], done: false,
+        rejected: null });
       if (!app.api.__vcdQueuePrompt) { // a prompt the server refuses (400) starts no execution: record why
         const queuePrompt = (app.api.__vcdQueuePrompt = app.api.queuePrompt.bind(app.api));
         app.api.queuePrompt = async (...args) => {
@@ -229,11 +231,23 @@ const ops = {
           }
         };
       }
-      for (const kind of ["execution_start", "progress", "executed", "execution_success", "execution_error"])
-        app.api.addEventListener(kind, (e) => {
-          const node = e.detail?.node ?? e.detail?.node_id;
+      for (const kind of ["execution_start", "executing", "progress", "executed", "execution_success", "execution_error"])
+        app.api.addEventListener(kind, (e) => { // "executing"'s detail is the node id itself (null at the end)
+          const node = typeof e.detail === "object" ? e.detail?.node ?? e.detail?.node_id : e.detail;
           seen.events.push([kind, node == null ? null : String(node)]);
+          if (kind === "executed" && e.detail?.output?.images?.length) seen.imaged.push(String(node)); // output previews due
         });
+      // Only output nodes get "executed": a node has finished once it did, or once the server moved on past it.
+      const finished = (id) => {
+        const start = seen.events.findIndex(([k, n]) => k === "executing" && n === id);
+        return seen.events.some(([k, n], i) => (k === "executed" && n === id) ||
+          (start >= 0 && i > start && ["executing", "execution_success"].includes(k) && n !== id));
+      };
+      app.api.addEventListener("b_preview_with_metadata", async ({ detail }) => { // a live preview the server sent
+        const node = String(detail.displayNodeId ?? detail.nodeId), executed = finished(node);
+        const bitmap = await createImageBitmap(detail.blob).catch(() => null);
+        seen.live.push({ node, type: detail.blob.type, width: bitmap?.width ?? null, height: bitmap?.height ?? null, executed });
+      });
       const sample = () => { // each drawn frame: nodes with a progress bar (green, along the top edge)
         const canvas = app.canvas.canvas, ratio = canvas.width / canvas.clientWidth;
         for (const node of app.graph.nodes) {
@@ -241,6 +255,12 @@ const ops = {
           const [x, y] = app.canvas.ds.convertOffsetToCanvas([node.pos[0] + 1, node.pos[1] + 2]);
           const px = canvas.getContext("2d").getImageData(Math.round(x * ratio), Math.round(y * ratio), 1, 1).data;
           seen.progress.push({ node: String(node.id), value: node.progress, pixel: [px[0], px[1], px[2]] });
+        }
+        for (const node of app.graph.nodes) { // a live preview drawn on the node (a blob: image), first time seen
+          const img = node.imgs?.find((i) => i.src.startsWith("blob:") && i.complete && i.naturalWidth > 0);
+          if (img && !(String(node.id) in seen.shown))
+            seen.shown[String(node.id)] = { width: img.naturalWidth, height: img.naturalHeight,
+              executed: finished(String(node.id)) };
         }
         if (!seen.titles.includes(document.title)) seen.titles.push(document.title);
         if (!seen.done) requestAnimationFrame(sample);
@@ -254,15 +274,16 @@ const ops = {
       () => window.__vcdRun.events.some(([k]) => ["execution_success", "execution_error", "rejected"].includes(k)),
       null, { timeout: timeout_ms, polling: 100 }).then(() => true, () => false);
     if (finished) {
-      await page.waitForFunction(() => app.graph.nodes.some((n) => n.imgs?.some((img) => img.complete && img.naturalWidth > 0)),
-        null, { timeout: 30000 }).catch(() => null); // the test says so when no preview came
+      await page.waitForFunction(() => window.__vcdRun.imaged.every((id) => app.graph.nodes.find((n) => String(n.id) === id)?.imgs?.some((img) =>
+        !img.src.startsWith("blob:") && img.complete && img.naturalWidth > 0)), // each output's own image, not a live one
+      null, { timeout: 30000, polling: 100 }).catch(() => null); // the test says so when no preview came
     }
     await frames(3);
     const result = await page.evaluate(() => {
       window.__vcdRun.done = true;
-      const { progress, titles, events, rejected } = window.__vcdRun;
+      const { progress, titles, events, rejected, live, shown } = window.__vcdRun;
       return {
-        progress, titles, events, rejected,
+        progress, titles, events, rejected, live, shown,
         previews: app.graph.nodes.filter((n) => n.imgs?.length).map((n) => ({
           node: String(n.id),
           images: n.imgs.map((img) => ({ src: img.src, width: img.naturalWidth, height: img.naturalHeight })),
