@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from comfy_api.latest import io
 
@@ -21,13 +23,22 @@ def _run_chain(x: torch.Tensor, timestep, *, executor, model, conds, model_optio
     return executor(model, conds, x, timestep, model_options)
 
 
+def _conds_for_tiles(kwargs: dict, tiles: Sequence[Box], frames: int) -> dict:
+    """The cond-batch call's conds with each conditioning mask (ConditioningSetMask, the sampler has sized it to the
+    whole latent frame) cut to the tiles being sampled, so a region keeps its place in every tile."""
+    conds = [[{**c, "mask": tiling.cut_mask(c["mask"], tiles, frames)} if "mask" in c else c for c in group]
+             for group in kwargs["conds"]]
+    return {**kwargs, "conds": conds}
+
+
 def tiling_wrapper(tile: int, overlap: int, tile_batch: int):
     """A CALC_COND_BATCH wrapper: run the rest of the chain (ADE's windows stay outside) per tile and blend.
 
     Placed on a clone of the incoming MODEL, it sits inside AnimateDiff-Evolved's own wrapper, so each call
     gets one whole context window and every tile keeps all of its frames, contiguous.
     """
-    run_tiled = tiling.tiled(_run_chain, tile, overlap, tile_batch)  # the per-frame timestep is repeated per tile
+    # the per-frame timestep is repeated per tile, conditioning masks are cut to each tile
+    run_tiled = tiling.tiled(_run_chain, tile, overlap, tile_batch, tile_kwargs=_conds_for_tiles)
 
     def wrapper(executor, model, conds, x_in: torch.Tensor, timestep, model_options):
         return run_tiled(x_in, timestep, executor=executor, model=model, conds=conds, model_options=model_options)
@@ -48,6 +59,20 @@ def check_tiling(tile_size: int, overlap: int, tile_batch: int) -> None:
         raise ValueError(f"overlap must be at least 0 and smaller than tile_size (got overlap {overlap}, tile_size {tile_size}).")
     if tile_batch < 1:
         raise ValueError(f"tile_batch must be at least 1 (got {tile_batch}).")
+
+
+def check_conditioning(model, positive: list, negative: list) -> None:
+    """Refuse what cannot be cut into tiles: area conditioning and an inpainting model's whole-frame inputs."""
+    for name, conditioning in (("positive", positive), ("negative", negative)):
+        for _, values in conditioning:
+            if "area" in values or values.get("set_area_to_bounds"):
+                raise ValueError(
+                    f"{name}: area conditioning (Conditioning (Set Area), or Conditioning (Set Mask) with "
+                    f"set_area_to_bounds) cannot be cut into tiles. Use Conditioning (Set Mask) with "
+                    f"set_area_to_bounds off (Tiled Refine cuts masks per tile), or area conditioning only in T2V.")
+    if getattr(getattr(model, "model", None), "concat_keys", ()):
+        raise ValueError("model: an inpainting model takes whole-frame image inputs that cannot be cut into tiles; "
+                         "connect the MODEL of a regular (non-inpainting) SD1.5 checkpoint.")
 
 
 def tiled_model(model, tile_size: int, overlap: int, tile_batch: int):
@@ -101,6 +126,7 @@ class VCDTiledRefine(io.ComfyNode):
                 gamma: float, tile_batch: int) -> io.NodeOutput:
         settings = SamplingSettings(seed, steps, cfg, sampler_name, scheduler, denoise, gamma)
         check_tiling(tile_size, overlap, tile_batch)
+        check_conditioning(model, positive, negative)
         image = as_rgb(image, "image")
         height, width = image.shape[1:3]
         padded = tiling.pad_to_multiple(image, LATENT_SCALE)  # cropped back after decoding

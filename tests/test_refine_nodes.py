@@ -174,3 +174,42 @@ def test_face_refine_bad_inputs(face_refine, astronaut_frames, overrides, match)
 def test_tiled_refine_bad_inputs(parts, overrides, match):
     with pytest.raises(ValueError, match=match):
         tiled_refine(parts, torch.rand(2, 64, 64, 3), **overrides)
+
+
+def _set_mask(conditioning, mask, set_cond_area="default", strength=1.0):
+    import nodes as core_nodes  # ComfyUI's own Conditioning (Set Mask)
+    return core_nodes.ConditioningSetMask().append(conditioning, mask, set_cond_area, strength)[0]
+
+
+@pytest.mark.parametrize("tile_batch", [1, 2])
+def test_tiled_refine_takes_conditioning_masks(parts, tile_batch):
+    """ConditioningSetMask's whole-frame mask is cut to each tile: a mask of ones refines exactly as no mask
+    (before issue 10 bug 4 was fixed, the whole-frame mask met a tile-sized latent and failed inside ComfyUI)."""
+    frames = torch.rand(2, 64, 128, 3, generator=torch.Generator().manual_seed(8))
+    ones = {**parts, "positive": _set_mask(parts["positive"], torch.ones(1, 64, 128))}
+    assert torch.equal(tiled_refine(ones, frames, tile_batch=tile_batch), tiled_refine(parts, frames, tile_batch=tile_batch))
+
+
+@pytest.mark.parametrize("tile_batch", [1, 2])
+def test_each_tile_call_gets_the_conditioning_masks_cut_to_its_tiles(parts, tile_batch):
+    """The tiling wrapper hands the rest of the chain each cond's mask cut to the tiles of that call, frame by frame."""
+    frames, mask = 2, torch.arange(2 * 8 * 16, dtype=torch.float32).reshape(2, 8, 16)
+    seen = []
+
+    def executor(model, conds, x, timestep, model_options):
+        seen.append((conds[0][0]["mask"], "mask" in conds[1][0]))
+        return [x, x]
+
+    wrapper = parts["nodes"].tiled.tiling_wrapper(8, 0, tile_batch)
+    x = torch.zeros(frames, 4, 8, 16)
+    wrapper(executor, None, [[{"mask": mask}], [{}]], x, torch.ones(frames), {})
+    got = torch.cat([cut for cut, _ in seen])
+    assert torch.equal(got, torch.cat([mask[:, :, :8], mask[:, :, 8:]])) and not any(flag for _, flag in seen)
+    assert len(seen) == 2 // tile_batch
+
+
+def test_tiled_refine_refuses_area_conditioning_naming_the_input(parts):
+    frames = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(8))
+    bounded = {**parts, "negative": _set_mask(parts["negative"], torch.ones(1, 64, 64), set_cond_area="mask bounds")}
+    with pytest.raises(ValueError, match=r"^negative: area conditioning .* set_area_to_bounds off"):
+        tiled_refine(bounded, frames)

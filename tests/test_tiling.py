@@ -54,8 +54,8 @@ def test_overlaps_mix_the_tiles_by_their_weights(tile_batch):
     weights = tiling.blend_weights(plan, 24, 24, 8)
     numbers = iter(range(1, 10))
 
-    def tile_numbers(tiles, count):
-        return torch.cat([torch.full_like(t, float(next(numbers))) for t in tiles.chunk(count)])
+    def tile_numbers(tiles, group):
+        return torch.cat([torch.full_like(t, float(next(numbers))) for t in tiles.chunk(len(group))])
 
     out = tiling.tiled_apply(tile_numbers, torch.zeros(2, 3, 24, 24), plan, weights, tile_batch)
     rise = (torch.arange(8) + 0.5) / 8
@@ -235,3 +235,30 @@ def test_plan_preview_outlines_tiles_like_a_chessboard_and_tints_the_overlaps():
     torch.testing.assert_close(preview[0, 0, 20], orange)  # top edge of tile (0, 8)
     torch.testing.assert_close(preview[0, 20, 0], orange)  # left edge of tile (8, 0)
     torch.testing.assert_close(preview[0, 23, 12], orange)  # tile (8, 0)'s bottom edge crosses tile (8, 8)'s
+
+
+@pytest.mark.parametrize("mask_frames", [1, 2, 4])
+def test_cut_mask_gives_each_stacked_tile_its_own_window_of_the_mask(mask_frames):
+    """A mask over the whole frame, cut to two tiles, stacked tile by tile with every frame (as ``tiled`` stacks x)."""
+    mask = torch.arange(mask_frames * 6 * 8, dtype=torch.float32).reshape(mask_frames, 6, 8)
+    tiles = [Box(0, 4, 0, 4), Box(2, 6, 4, 8)]
+    cut = tiling.cut_mask(mask, tiles, frames=4)
+    full = mask.repeat(4 // mask_frames, 1, 1)
+    assert torch.equal(cut, torch.cat([full[:, 0:4, 0:4], full[:, 2:6, 4:8]]))
+    assert torch.equal(tiling.cut_mask(mask, tiles[1:], frames=4), mask[:, 2:6, 4:8])
+
+
+def test_tile_kwargs_are_made_for_the_tiles_of_each_call():
+    """``tile_kwargs`` sees the boxes of each call: a per-pixel scale map cut to each tile scales it in place."""
+    x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(4))
+    scale = torch.rand(24, 24, generator=torch.Generator().manual_seed(5))
+
+    def scaled(t, sigma, *, scale):
+        return t * scale
+
+    def cut(kwargs, tiles, frames):
+        return {"scale": torch.cat([tile.crop(kwargs["scale"]).expand(frames, 3, -1, -1) for tile in tiles])}
+
+    for tile_batch in (1, 3):
+        out = tiling.tiled(scaled, tile=12, overlap=4, tile_batch=tile_batch, tile_kwargs=cut)(x, torch.ones(2), scale=scale)
+        torch.testing.assert_close(out, x * scale, rtol=0, atol=1e-6)

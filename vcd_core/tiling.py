@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .geometry import Box, draw_outlines
 
-__all__ = ["tile_plan", "blend_weights", "tiled_apply", "repeat_per_frame", "tiled", "pad_to_multiple", "plan_preview"]
+__all__ = ["tile_plan", "blend_weights", "tiled_apply", "repeat_per_frame", "tiled", "cut_mask", "pad_to_multiple", "plan_preview"]
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -64,7 +64,7 @@ def blend_weights(plan: Sequence[Box], height: int, width: int, overlap: int) ->
     return [(w / total[t.y0:t.y1, t.x0:t.x1]).float() for t, w in zip(plan, raw)]
 
 
-TileFn = Callable[[torch.Tensor, int], "torch.Tensor | Sequence[torch.Tensor]"]
+TileFn = Callable[[torch.Tensor, Sequence[Box]], "torch.Tensor | Sequence[torch.Tensor]"]
 
 
 def tiled_apply(
@@ -76,17 +76,17 @@ def tiled_apply(
 ) -> torch.Tensor | list[torch.Tensor]:
     """Blend ``fn`` over the tiles of ``x`` (``[..., H, W]``); ``fn`` may return one tensor or a list.
 
-    ``fn(tiles, count)`` receives ``count`` tiles concatenated along dim 0 (each tile keeps every
-    frame, contiguous) and returns outputs with the same layout. With a single tile covering the
-    whole frame this is exactly ``fn(x, 1)``.
+    ``fn(tiles, group)`` receives the boxes ``group`` of ``plan`` cut from ``x`` and concatenated along
+    dim 0 (each tile keeps every frame, contiguous) and returns outputs with the same layout. With a
+    single tile covering the whole frame this is exactly ``fn(x, plan)``.
     """
     if len(plan) == 1 and plan[0] == Box(0, x.shape[-2], 0, x.shape[-1]):
-        return fn(x, 1)
+        return fn(x, list(plan))
     outputs: list[torch.Tensor] | None = None
     single = True
     for first in range(0, len(plan), tile_batch):
         group = plan[first:first + tile_batch]
-        result = fn(torch.cat([t.crop(x) for t in group]), len(group))
+        result = fn(torch.cat([t.crop(x) for t in group]), group)
         single = isinstance(result, torch.Tensor)
         results = [result] if single else list(result)
         if outputs is None:
@@ -106,20 +106,33 @@ def repeat_per_frame(value, frames: int, count: int):
 
 
 def tiled(denoiser: Callable[..., "torch.Tensor | Sequence[torch.Tensor]"], tile: int, overlap: int,
-          tile_batch: int = 1) -> Callable[..., "torch.Tensor | list[torch.Tensor]"]:
+          tile_batch: int = 1, tile_kwargs: "Callable[[dict, Sequence[Box], int], dict] | None" = None,
+          ) -> Callable[..., "torch.Tensor | list[torch.Tensor]"]:
     """Wrap ``denoiser(x, *args, **kwargs)`` (e.g. ``f(x, sigma, cond)``, or ComfyUI's cond-batch executor) to run on
-    spatial tiles of ``x`` and blend; per-frame ``args`` are repeated per stacked tile, ``kwargs`` pass as they are."""
+    spatial tiles of ``x`` and blend; per-frame ``args`` are repeated per stacked tile, ``kwargs`` pass as they are,
+    or as ``tile_kwargs(kwargs, tiles, frames)`` makes them for those tiles (e.g. conditioning masks cut to them)."""
 
     def run(x: torch.Tensor, *args, **kwargs) -> "torch.Tensor | list[torch.Tensor]":
         plan = tile_plan(x.shape[-2], x.shape[-1], tile, overlap)
         weights = blend_weights(plan, x.shape[-2], x.shape[-1], overlap)
 
-        def per_tile(tiles: torch.Tensor, count: int) -> "torch.Tensor | Sequence[torch.Tensor]":
-            return denoiser(tiles, *[repeat_per_frame(a, x.shape[0], count) for a in args], **kwargs)
+        def per_tile(tiles: torch.Tensor, group: Sequence[Box]) -> "torch.Tensor | Sequence[torch.Tensor]":
+            extra = kwargs if tile_kwargs is None else tile_kwargs(kwargs, group, x.shape[0])
+            return denoiser(tiles, *[repeat_per_frame(a, x.shape[0], len(group)) for a in args], **extra)
 
         return tiled_apply(per_tile, x, plan, weights, tile_batch)
 
     return run
+
+
+def cut_mask(mask: torch.Tensor, tiles: Sequence[Box], frames: int) -> torch.Tensor:
+    """A ``[1 or frames, H, W]`` mask over the whole frame cut to ``tiles``, stacked as ``tiled`` stacks their frames."""
+    mask = mask[:frames]
+    if len(tiles) == 1:
+        return tiles[0].crop(mask)
+    if mask.shape[0] < frames:  # as ComfyUI repeats a shorter mask over the frames
+        mask = mask.repeat(frames // mask.shape[0], *[1] * (mask.ndim - 1))
+    return torch.cat([t.crop(mask) for t in tiles])
 
 
 def pad_to_multiple(frames: torch.Tensor, multiple: int) -> torch.Tensor:
