@@ -34,6 +34,7 @@ def main() -> None:
         print(f"[demo] ComfyUI {os.environ['COMFYUI_DIR']} serving at {host.url} (log: {host.log_path})")
         graphs.provide_tiny_inputs(host.models_dir, host.input_dir)
         snippet = f"embedding:{IDENTITY_NAME} woman"
+        node_types = host.object_info()
         for name, label in STAGES:
             graph = graphs.tinyize(graphs.load_api(name), size=64, frames=16, steps=4)
             if name == "train_identity":
@@ -41,13 +42,15 @@ def main() -> None:
                 train["inputs"].update(name=IDENTITY_NAME, class_word="woman", steps=40)
             graph = graphs.use_identity(graph, f"vcd/{IDENTITY_NAME}.safetensors")  # in VCD Load Identity
             start = time.monotonic()
+            graph, video_format = graphs.for_host(graph, node_types)
             result = host.run(graph)
             if not result.ok:
                 raise SystemExit(f"[demo] the {name} workflow failed:\n{result.describe()}")
             for path in host.output_files(result):
                 target = OUT / path.name
                 shutil.copy2(path, target)
-                print(f"[demo] {label}: {target}  ({time.monotonic() - start:.1f} s)")
+                kind = video_format if path.suffix in (".mp4", ".webp") else "image"
+                print(f"[demo] {label}: {target}  ({kind}, {time.monotonic() - start:.1f} s)")
             if name == "train_identity":
                 embedding = host.models_dir / "embeddings" / "vcd" / f"{IDENTITY_NAME}.safetensors"
                 target = OUT / embedding.name
