@@ -29,7 +29,7 @@ def detect_boxes(images: torch.Tensor, detector: str) -> list[list[Box]]:
 
 
 def describe(found: list[tracks.Track]) -> str:
-    """One line per track: its index, colour number and the frames it is seen in."""
+    """One line per track: its index (its colour in the preview is PALETTE[index]) and the frames it is seen in."""
     lines = [f"{len(found)} face track(s)"]
     for k, track in enumerate(found):
         seen = [i for i, b in enumerate(track) if b is not None]

@@ -27,7 +27,7 @@ __all__ = [
     "assign_by_position", "assign_by_similarity", "track_similarity",
 ]
 
-Track = list  # one Box | None per frame
+Track = list[Box | None]  # one entry per frame, None where the track is absent
 
 
 def iou(a: Box, b: Box) -> float:
