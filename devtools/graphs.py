@@ -90,18 +90,23 @@ def _shrink(graph: dict, *, size: int, frames: int, steps: int, tile: tuple[int,
 
 def provide_tiny_inputs(models_dir: Path, input_dir: Path) -> None:
     """What tinyized graphs read besides the tiny checkpoint: tiny GroundingDINO/SAM models in
-    ``models/grounding-dino`` and ``models/sams``, and three photos of a person (scikit-image's
-    astronaut: as is, mirrored, shifted) in the input folder."""
-    import numpy as np
-    import skimage.data
-    from PIL import Image
-
+    ``models/grounding-dino`` and ``models/sams``, and the photos of ``provide_photos``."""
     from .tiny_encoders import save_tiny_grounding_dino, save_tiny_sam
 
     if not (models_dir / "grounding-dino" / TINY_GROUNDING_DINO / "config.json").is_file():
         save_tiny_grounding_dino(models_dir / "grounding-dino" / TINY_GROUNDING_DINO)
     if not (models_dir / "sams" / TINY_SAM).is_file():
         save_tiny_sam(models_dir / "sams" / TINY_SAM)
+    provide_photos(input_dir)
+
+
+def provide_photos(input_dir: Path) -> None:
+    """The three photos train_identity's LoadImage nodes read (scikit-image's astronaut: as is, mirrored, shifted)
+    in ``input_dir``; with them there the frontend draws each photo on its node, which makes the node taller."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
     photo = skimage.data.astronaut()
     input_dir.mkdir(parents=True, exist_ok=True)
     for name, image in zip(PHOTOS, (photo, photo[:, ::-1], np.roll(photo, 48, axis=1))):

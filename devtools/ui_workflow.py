@@ -251,6 +251,7 @@ def main() -> None:
     import tempfile
 
     from .frontend import Frontend
+    from .graphs import provide_photos
     from .host import ADE_PACK, ComfyHost, ade_available
 
     if not ade_available():
@@ -258,6 +259,7 @@ def main() -> None:
     root = Path(__file__).resolve().parents[1] / "workflows"
     docs = root.parent / "docs"
     with tempfile.TemporaryDirectory() as tmp, ComfyHost(os.environ["COMFYUI_DIR"], tmp, with_ade=True) as host:
+        provide_photos(host.input_dir)  # sizes measured with the photos drawn on their LoadImage nodes, as users see them
         schemas = host.object_info()
         frontend = Frontend(host.url, Path(tmp) / "browser")
         try:

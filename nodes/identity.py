@@ -184,7 +184,7 @@ class VCDTrainIdentity(io.ComfyNode):
         metadata = {
             "format": "vcd-identity/1", **request, "references": str(len(photos)),
             "vcd_version": vcd_core.__version__, "prompt": snippet(name, class_word),
-            "losses": json.dumps([float(f"{loss:.6g}") for loss in result.losses]),
+            "losses": json.dumps(result.losses),  # exact (shortest round-trip repr): the curve redraws pixel for pixel
         }
         embedding = embedding_io.Embedding(result.vectors, metadata)
         check_name_free(name, overwrite)  # again: a file may have appeared while training

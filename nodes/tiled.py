@@ -25,8 +25,10 @@ def _run_chain(x: torch.Tensor, timestep, *, executor, model, conds, model_optio
 
 def _conds_for_tiles(kwargs: dict, tiles: Sequence[Box], frames: int) -> dict:
     """The cond-batch call's conds with each conditioning mask (ConditioningSetMask, the sampler has sized it to the
-    whole latent frame) cut to the tiles being sampled, so a region keeps its place in every tile."""
-    conds = [[{**c, "mask": tiling.cut_mask(c["mask"], tiles, frames)} if "mask" in c else c for c in group]
+    whole latent frame) cut to the tiles being sampled, so a region keeps its place in every tile. A group is None
+    where the sampler skips it (the uncond at CFG 1)."""
+    conds = [None if group is None else
+             [{**c, "mask": tiling.cut_mask(c["mask"], tiles, frames)} if "mask" in c else c for c in group]
              for group in kwargs["conds"]]
     return {**kwargs, "conds": conds}
 

@@ -206,6 +206,9 @@ def test_each_tile_call_gets_the_conditioning_masks_cut_to_its_tiles(parts, tile
     got = torch.cat([cut for cut, _ in seen])
     assert torch.equal(got, torch.cat([mask[:, :, :8], mask[:, :, 8:]])) and not any(flag for _, flag in seen)
     assert len(seen) == 2 // tile_batch
+    seen.clear()  # at CFG 1 ComfyUI passes no uncond group at all
+    wrapper(lambda model, conds, x, *_: seen.append(conds[1]) or [x, x], None, [[{"mask": mask}], None], x, torch.ones(frames), {})
+    assert seen == [None] * (2 // tile_batch)
 
 
 def test_tiled_refine_refuses_area_conditioning_naming_the_input(parts):

@@ -14,7 +14,7 @@ import pytest
 import requests
 from PIL import Image
 
-from devtools import ui_workflow
+from devtools import graphs, ui_workflow
 from devtools.host import ade_available
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
@@ -38,9 +38,10 @@ def api_twin(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module", params=UI_FILES, ids=lambda p: p.stem)
-def loaded(request, frontend, artifacts) -> tuple[Path, dict, dict]:
+def loaded(request, host, frontend, artifacts) -> tuple[Path, dict, dict]:
     """(path, UI workflow, what the frontend reports after loading it, with ``layout``: after Fit view on a
-    1600x900 canvas); its screenshot is kept as an artifact."""
+    1600x900 canvas, with the photos its LoadImage nodes read in the input folder); its screenshot is kept."""
+    graphs.provide_photos(host.input_dir)
     path = request.param
     ui = read_workflow(path)
     report = frontend.call("load", workflow=ui, name=path.name, screenshot=str(artifacts / f"{path.stem}.png"))
