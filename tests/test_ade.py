@@ -244,6 +244,19 @@ def test_tile_batch_two_equals_one_under_context_windows(host, models, version):
     assert a.shape == (6, 64, 80, 3) and torch.allclose(a, b, atol=1e-4)
 
 
+def core_sampling(model: list, positive: list, latent_image: list, *, noise: dict, cfg: float, steps: int,
+                  denoise: float) -> dict:
+    """Core's custom-sampling chain (euler, normal) as graph nodes; its sampled LATENT is node ``sample``."""
+    return {
+        "noise": noise,
+        "guider": node("CFGGuider", model=model, positive=positive, negative=["neg", 0], cfg=cfg),
+        "sampler": node("KSamplerSelect", sampler_name="euler"),
+        "sigmas": node("BasicScheduler", model=model, scheduler="normal", steps=steps, denoise=denoise),
+        "sample": node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sampler", 0],
+                       sigmas=["sigmas", 0], latent_image=latent_image),
+    }
+
+
 def test_one_tile_covering_the_frame_equals_the_untiled_refine(host, models):
     """Tiled Refine with one tile against core nodes doing the same refine untiled, both under windows."""
     graph, model = ade_model(models, context=SHORT_CONTEXT)
@@ -252,12 +265,8 @@ def test_one_tile_covering_the_frame_equals_the_untiled_refine(host, models):
     graph.update({
         "enc": node("VAEEncodeTiled", pixels=["clip", 0], vae=VAE, tile_size=64, overlap=0, temporal_size=64,
                     temporal_overlap=8),
-        "noise": node("VCD3DGaussianNoise", noise_seed=SAMPLING["seed"], gamma=0.1),
-        "guider": node("CFGGuider", model=model, positive=["pos", 0], negative=["neg", 0], cfg=SAMPLING["cfg"]),
-        "sampler": node("KSamplerSelect", sampler_name="euler"),
-        "sigmas": node("BasicScheduler", model=model, scheduler="normal", steps=SAMPLING["steps"], denoise=0.5),
-        "sample": node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sampler", 0],
-                       sigmas=["sigmas", 0], latent_image=["enc", 0]),
+        **core_sampling(model, ["pos", 0], ["enc", 0], noise=node("VCD3DGaussianNoise", noise_seed=SAMPLING["seed"],
+                        gamma=0.1), cfg=SAMPLING["cfg"], steps=SAMPLING["steps"], denoise=0.5),
         "dec": node("VAEDecodeTiled", samples=["sample", 0], vae=VAE, tile_size=64, overlap=0,
                     temporal_size=64, temporal_overlap=8),
         "save_tiled": node("VCDTestSaveImageTensor", images=["tiled", 0], name="one_tile"),
@@ -276,12 +285,8 @@ def test_train_identity_on_an_ade_model_learns_what_the_checkpoint_model_learns(
     graph, model = ade_model(models)
     graph.update({
         "latent": node("EmptyLatentImage", width=64, height=64, batch_size=2),
-        "noise": node("RandomNoise", noise_seed=0),
-        "guider": node("CFGGuider", model=model, positive=["pos", 0], negative=["neg", 0], cfg=1.0),
-        "sampler": node("KSamplerSelect", sampler_name="euler"),
-        "sigmas": node("BasicScheduler", model=model, scheduler="normal", steps=1, denoise=1.0),
-        "sample": node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sampler", 0],
-                       sigmas=["sigmas", 0], latent_image=["latent", 0]),
+        **core_sampling(model, ["pos", 0], ["latent", 0], noise=node("RandomNoise", noise_seed=0), cfg=1.0, steps=1,
+                        denoise=1.0),
         "frames": node("VAEDecode", samples=["sample", 0], vae=VAE),
         "photo": node("ImageFromBatch", image=["frames", 0], batch_index=0, length=1),  # trained after the ADE run
     })
@@ -326,12 +331,8 @@ def test_regional_identity_masks_reach_the_model_sliced_to_each_context_window(h
                            width=0.5, height=0.5, latent=["latent", 0]),
         "both": node("ConditioningCombine", conditioning_1=["region_man", 0], conditioning_2=["region_cat", 0]),
         "scene": node("ConditioningCombine", conditioning_1=["pos", 0], conditioning_2=["both", 0]),
-        "noise": node("RandomNoise", noise_seed=0),
-        "guider": node("CFGGuider", model=model, positive=["scene", 0], negative=["neg", 0], cfg=1.0),
-        "sampler": node("KSamplerSelect", sampler_name="euler"),
-        "sigmas": node("BasicScheduler", model=model, scheduler="normal", steps=1, denoise=1.0),
-        "sample": node("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sampler", 0],
-                       sigmas=["sigmas", 0], latent_image=["latent", 0]),
+        **core_sampling(model, ["scene", 0], ["latent", 0], noise=node("RandomNoise", noise_seed=0), cfg=1.0, steps=1,
+                        denoise=1.0),
         "save": node("SaveLatent", samples=["sample", 0], filename_prefix="vcd_ade/regional"),
     })
     run_ok(host, graph)
