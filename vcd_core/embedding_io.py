@@ -3,7 +3,7 @@
 Our file is safetensors ``{"emb_params": [N, 768]}`` with string metadata, which core
 CLIPTextEncode reads as ``embedding:NAME`` with no help. The authors' ``.pt`` files
 (``{"string_to_param": {"*": T}}``) and A1111 ``.pt`` files are pickles: they are read only
-through ``torch.load(weights_only=True)``. Writes are atomic (temp file, fsync, then a hard link
+through ``torch.load(weights_only=True)``. Writes are atomic (``files.write_atomic``: temp file, fsync, then a hard link
 that fails if the name is taken, or a rename when overwriting), never overwrite unless asked, and
 names cannot leave their folder.
 """
@@ -14,7 +14,6 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from .files import write_atomic
 
 __all__ = ["Embedding", "check_name", "files_answering", "fingerprint", "read_embedding", "write_embedding"]
 
@@ -121,67 +122,15 @@ def read_embedding(path: str | os.PathLike) -> Embedding:
     return Embedding(vectors, metadata)
 
 
-def _exists_error(target: Path) -> FileExistsError:
-    return FileExistsError(f"{target.name} already exists in {target.parent}: pick another name or turn overwrite on.")
-
-
-def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
-    """Flush a file's bytes (or a folder's entries) to disk; folders cannot be opened on Windows, which is skipped."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if directory else os.O_RDWR)
-    except OSError:
-        if not directory:
-            raise
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _link_new(temp: str, target: Path) -> None:
-    """Give ``temp``'s file the name ``target`` only if no file has it, atomically (no check-then-rename window)."""
-    try:
-        os.link(temp, target)
-        return
-    except FileExistsError:
-        raise _exists_error(target) from None
-    except OSError:  # no hard links here (FAT, some network shares): claim the name exclusively, then move onto it
-        pass
-    try:
-        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-    except FileExistsError:
-        raise _exists_error(target) from None
-    try:
-        os.replace(temp, target)
-    except BaseException:
-        os.unlink(target)
-        raise
-
-
 def write_embedding(folder: str | os.PathLike, name: str, embedding: Embedding, overwrite: bool = False) -> Path:
     """Write ``folder/NAME.safetensors`` atomically (temp file, fsync, link or rename, fsync the folder); never
     replace an existing file, even one created while writing, unless ``overwrite``; non-finite vectors are refused."""
-    folder = Path(folder)
-    target = folder / f"{check_name(name)}.safetensors"
+    target = Path(folder) / f"{check_name(name)}.safetensors"
     if not bool(torch.isfinite(embedding.vectors).all()):
         raise ValueError(f"{target.name}: the vectors are not finite (NaN/inf), so nothing was written.")
-    if target.exists() and not overwrite:
-        raise _exists_error(target)
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(handle)
-    try:
+
+    def write(temp: str) -> None:
         save_file({"emb_params": embedding.vectors.detach().float().contiguous().cpu()}, temp,
                   metadata={k: str(v) for k, v in embedding.metadata.items()})
-        os.chmod(temp, 0o644)  # mkstemp makes 0600; a shared embedding should be readable
-        _fsync(temp)
-        if overwrite:
-            os.replace(temp, target)
-        else:
-            _link_new(temp, target)
-        _fsync(folder, directory=True)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-    return target
+
+    return write_atomic(target, write, overwrite)

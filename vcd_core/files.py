@@ -1,0 +1,78 @@
+"""Files written atomically and never over someone else's: a temp file beside the target, flushed, then a hard
+link that fails if the name is taken (or a rename when overwriting is asked for), then the folder flushed.
+
+A reader never sees half a file, a crash leaves at most a hidden ``.NAME.*.tmp``, and a file another process
+creates while we write is never replaced unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["exists_error", "write_atomic"]
+
+
+def exists_error(target: Path) -> FileExistsError:
+    """The error for a target that is already there."""
+    return FileExistsError(f"{target.name} already exists in {target.parent}: pick another name or turn overwrite on.")
+
+
+def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
+    """Flush a file's bytes (or a folder's entries) to disk; folders cannot be opened on Windows, which is skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if directory else os.O_RDWR)
+    except OSError:
+        if not directory:
+            raise
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _link_new(temp: str, target: Path) -> None:
+    """Give ``temp``'s file the name ``target`` only if no file has it, atomically (no check-then-rename window)."""
+    try:
+        os.link(temp, target)
+        return
+    except FileExistsError:
+        raise exists_error(target) from None
+    except OSError:  # no hard links here (FAT, some network shares): claim the name exclusively, then move onto it
+        pass
+    try:
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        raise exists_error(target) from None
+    try:
+        os.replace(temp, target)
+    except BaseException:
+        os.unlink(target)
+        raise
+
+
+def write_atomic(target: str | os.PathLike, write: Callable[[str], None], overwrite: bool = False) -> Path:
+    """``write(temp_path)`` writes the content; it then becomes ``target`` atomically (folders made as needed).
+    An existing ``target``, even one created while writing, is a FileExistsError unless ``overwrite``."""
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise exists_error(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    try:
+        write(temp)
+        os.chmod(temp, 0o644)  # mkstemp makes 0600; what we write is meant to be shared
+        _fsync(temp)
+        if overwrite:
+            os.replace(temp, target)
+        else:
+            _link_new(temp, target)
+        _fsync(target.parent, directory=True)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return target
