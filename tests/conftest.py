@@ -164,7 +164,19 @@ def read_video():
     return read
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "host_independent: never touches ComfyUI (pure vcd_core / library code); "
+                            "scripts/test.sh runs it on its first host only")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under mutmut (scripts/mutate.sh) run only in-process tests: a server process cannot load mutants."""
+    """Under mutmut (scripts/mutate.sh) run only in-process tests: a server process cannot load mutants.
+    With VCD_SKIP_HOST_INDEPENDENT=1 (scripts/test.sh, every host after the first) leave out the tests that
+    give the same result on any host: they ran already."""
     if os.environ.get("MUTANT_UNDER_TEST"):
         items[:] = [item for item in items if "host" not in getattr(item, "fixturenames", ())]
+    if os.environ.get("VCD_SKIP_HOST_INDEPENDENT") == "1":
+        done = [item for item in items if item.get_closest_marker("host_independent")]
+        if done:
+            config.hook.pytest_deselected(items=done)
+            items[:] = [item for item in items if not item.get_closest_marker("host_independent")]

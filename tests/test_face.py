@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from vcd_core import face, face_detect
 from vcd_core.geometry import Box
 
+pytestmark = pytest.mark.host_independent  # no ComfyUI here: scripts/test.sh runs it on its first host only
+
 
 def box_mask(frames, height, width, boxes):
     masks = torch.zeros(frames, height, width)

@@ -5,6 +5,8 @@ import torch
 
 from vcd_core.geometry import Box, draw_outlines, line_width
 
+pytestmark = pytest.mark.host_independent  # no ComfyUI here: scripts/test.sh runs it on its first host only
+
 OUTER = Box(2, 6, 3, 9)
 
 

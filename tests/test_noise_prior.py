@@ -5,6 +5,8 @@ import torch
 
 from vcd_core import noise_prior
 
+pytestmark = pytest.mark.host_independent  # no ComfyUI here: scripts/test.sh runs it on its first host only
+
 GAMMAS = [0.0, 0.1, 0.5, 0.9, 1.0]
 
 

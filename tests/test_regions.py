@@ -5,6 +5,8 @@ import torch
 
 from vcd_core import regions
 
+pytestmark = pytest.mark.host_independent  # no ComfyUI here: scripts/test.sh runs it on its first host only
+
 
 def test_box_mask_covers_the_fractions_of_the_frame():
     mask = regions.box_mask(0.5, 0.25, 0.5, 0.5, 8, 16)

@@ -6,6 +6,8 @@ import torch
 from vcd_core import tiling
 from vcd_core.geometry import Box
 
+pytestmark = pytest.mark.host_independent  # no ComfyUI here: scripts/test.sh runs it on its first host only
+
 
 def plain_denoiser(x, sigma, cond):
     """A per-pixel, per-frame stand-in with a spatially varying response."""

@@ -6,6 +6,8 @@ import torch
 from vcd_core import preview, tracks
 from vcd_core.geometry import Box
 
+pytestmark = pytest.mark.host_independent  # no ComfyUI here: scripts/test.sh runs it on its first host only
+
 
 def moving(x0: int, step: int, frames: int, y0: int = 20, side: int = 24) -> list[Box]:
     """A face box of ``side`` px moving ``step`` px right per frame."""
