@@ -1,0 +1,148 @@
+"""vcd protocol plans: a TOML file expanded into runs with stable ids; bad plans name the entry."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import pytest
+
+from devtools.protocol_plans import photos, write_plan
+from vcd_diffusers.protocol import PlanError, load_plan
+
+pytestmark = pytest.mark.host_independent  # no ComfyUI here: scripts/test.sh runs it on its first host only
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """Inputs a plan can name: an embedding, photos, references, model files."""
+    for name in ("checkpoint.safetensors", "mm_sd_v15_v2.ckpt"):
+        (tmp_path / "models" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "models" / name).write_bytes(b"weights")
+    for name in ("dino", "clip", "segmenter"):
+        (tmp_path / "models" / name).mkdir()
+    (tmp_path / "mona.safetensors").write_bytes(b"embedding bytes")
+    photos(tmp_path / "photos" / "ann", 2, size=16)
+    photos(tmp_path / "refs" / "mona", 1, size=16)
+    photos(tmp_path / "refs" / "ann", 1, size=16, offset=3)
+    return tmp_path
+
+
+BASE = {
+    "prompts": ["a photo of {identity} on a beach", "{identity} in a cafe"],
+    "seeds": [0, 1],
+    "models": {"checkpoint": "models/checkpoint.safetensors", "motion_module": "models/mm_sd_v15_v2.ckpt",
+               "dino": "models/dino", "clip": "models/clip", "segmenter": "models/segmenter"},
+    "defaults": {"steps": 2, "frames": 4},
+    "subjects": [
+        {"name": "mona", "class_word": "woman", "embedding": "mona.safetensors", "references": "refs/mona"},
+        {"name": "ann", "class_word": "woman", "photos": "photos/ann", "references": "refs/ann"},
+    ],
+    "settings": [{"gamma": 0.0}, {"name": "paper", "gamma": 0.1}],
+}
+
+
+def plan_with(folder: Path, change=None, name: str = "plan.toml"):
+    data = copy.deepcopy(BASE)
+    if change:
+        change(data)
+    return write_plan(folder, data, name)
+
+
+def test_expands_subjects_prompts_seeds_settings_in_order(folder):
+    plan = load_plan(plan_with(folder))
+    assert len(plan.runs) == 2 * 2 * 2 * 2 and len({r.id for r in plan.runs}) == 16
+    first = plan.runs[0]
+    assert (first.subject.name, first.prompt_index, first.seed, first.setting) == ("mona", 0, 0, "gamma 0.0")
+    assert [r.setting for r in plan.runs[:2]] == ["gamma 0.0", "paper"]
+    assert first.options["gamma"] == 0.0 and first.options["steps"] == 2 and first.options["stage"] == "tiled"
+    assert first.options["cfg"] == 8.0 and first.embedding == str(folder / "mona.safetensors")
+    assert first.models["checkpoint"] == str(folder / "models" / "checkpoint.safetensors")
+    # ann is trained from photos once (both settings train alike), mona has a file
+    assert [i.subject.name for i in plan.identities] == ["ann"] and plan.identities[0].options == {
+        "masked": True, "train_steps": 200, "train_resolution": 512}
+    assert {r.identity_id for r in plan.runs} == {None, plan.identities[0].id}
+    assert all(r.embedding is None for r in plan.runs if r.identity_id)
+
+
+def test_ids_are_stable_and_follow_what_a_run_computes(folder, tmp_path_factory):
+    ids = [r.id for r in load_plan(plan_with(folder)).runs]
+    assert [r.id for r in load_plan(plan_with(folder)).runs] == ids
+    moved = tmp_path_factory.mktemp("moved") / "project"
+    shutil.copytree(folder, moved)
+    assert [r.id for r in load_plan(moved / "plan.toml").runs] == ids  # paths as written, not where they are
+    more = load_plan(plan_with(folder, lambda d: d.update(seeds=[0, 1, 2]))).runs
+    assert set(ids) < {r.id for r in more} and len(more) == 24  # adding a seed keeps every finished run
+    (folder / "mona.safetensors").write_bytes(b"another identity")
+    changed = [r.id for r in load_plan(plan_with(folder)).runs]
+    assert [a == b for a, b in zip(ids, changed)] == [not i.startswith("mona") for i in ids]
+    stepped = [r.id for r in load_plan(plan_with(folder, lambda d: d["defaults"].update(steps=3))).runs]
+    assert not set(stepped) & set(changed)
+
+
+def test_training_settings_make_one_identity_each(folder):
+    plan = load_plan(plan_with(folder, lambda d: d.update(settings=[{"masked": True}, {"masked": False}])))
+    assert [i.options["masked"] for i in plan.identities] == [True, False]
+    assert [r.setting for r in plan.runs[:2]] == ["masked true", "masked false"]
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda d: d["subjects"][1].update(photos="photos/bob"),
+     r"subjects\[1\] \('ann'\): photos = 'photos/bob': no folder at .*photos/bob"),
+    (lambda d: d["subjects"][0].update(embedding="missing.pt"),
+     r"subjects\[0\] \('mona'\): embedding = 'missing.pt': no file at"),
+    (lambda d: d["subjects"][0].update(references="refs/nobody"), r"subjects\[0\] \('mona'\): references = "),
+    (lambda d: d["settings"][1].update(gama=0.2),
+     r"settings\[1\] \('paper'\): unknown key 'gama' \(known: .*\); did you mean 'gamma'\?"),
+    (lambda d: d["defaults"].update(stage="upscale"), r"defaults: stage = 'upscale' must be one of t2v, face, tiled"),
+    (lambda d: d["settings"][0].update(gamma=1.5), r"settings\[0\] \('gamma 1.5'\): gamma = 1.5 must be in \[0, 1\]"),
+    (lambda d: d["settings"][0].update(steps=2.5), r"steps = 2.5 must be an integer"),
+    (lambda d: d["settings"][0].update(width=100), r"width = 100 must be a multiple of 8"),
+    (lambda d: d["settings"][0].update(masked="no"), r"masked = 'no' must be true or false"),
+    (lambda d: d.update(prompts=[]), r"prompts: must be a non-empty list of strings"),
+    (lambda d: d.update(seeds=[]), r"seeds: must be a non-empty list of integers"),
+    (lambda d: d.update(seeds=[1, 1]), r"seeds: lists \[1\] more than once"),
+    (lambda d: d.update(seeds=["1"]), r"seeds\[0\]: must be integers"),
+    (lambda d: d.pop("seeds"), r"seeds: missing"),
+    (lambda d: d.update(settings=[]), r"settings: must be a non-empty list of tables"),
+    (lambda d: d.update(subjects=[]), r"subjects: list at least one subject"),
+    (lambda d: d.update(prompts=["a photo of a woman"]), r"prompts\[0\]: must say \{identity\} once"),
+    (lambda d: d["subjects"][1].update(name="mona"), r"subjects\[1\] \('mona'\): has the name of an earlier"),
+    (lambda d: d["subjects"][0].update(photos="photos/ann"), r"subjects\[0\] \('mona'\): give exactly one of"),
+    (lambda d: d["subjects"][0].pop("class_word"), r"subjects\[0\] \('mona'\): needs a class_word"),
+    (lambda d: d["subjects"][0].update(refs="refs/mona"), r"subjects\[0\] \('mona'\): unknown key 'refs'"),
+    (lambda d: d["settings"].append({"gamma": 0.0, "name": "again"}),
+     r"settings\[2\] \('again'\): resolves to the same settings as settings\[0\] \('gamma 0.0'\)"),
+    (lambda d: d["settings"].append({"gamma": 0.2, "name": "Paper"}), r"settings\[2\] \('Paper'\): has the name of"),
+    (lambda d: d["models"].pop("clip"), r"models: missing clip"),
+    (lambda d: d["models"].update(vae="models/dino"), r"models: unknown key 'vae'"),
+    (lambda d: d["models"].update(checkpoint="models/sd15.safetensors"), r"models: checkpoint = 'models/sd15"),
+    (lambda d: d["models"].pop("segmenter"), r"settings\[0\] \('gamma 0.0'\): trains identities with masked = "
+                                             r"true, which needs models.segmenter"),
+    (lambda d: d.update(subjects=d["subjects"][:1], settings=[{"masked": False}]),
+     r"settings\[0\] \('masked false'\): sets masked, which only changes identities trained from photos"),
+    (lambda d: d.update(extra=1), r"top level: unknown key 'extra'"),
+])
+def test_bad_plans_name_the_entry(folder, change, message):
+    with pytest.raises(PlanError, match=message) as error:
+        load_plan(plan_with(folder, change))
+    assert str(error.value).startswith(str(folder / "plan.toml"))
+
+
+def test_bad_files(folder):
+    with pytest.raises(PlanError, match="no such plan file"):
+        load_plan(folder / "nope.toml")
+    (folder / "broken.toml").write_text("prompts = [\n")
+    with pytest.raises(PlanError, match=r"broken.toml: not valid TOML"):
+        load_plan(folder / "broken.toml")
+    # TOML puts a key written after [models] inside it: say so
+    text = plan_with(folder).read_text().replace("seeds = [0, 1]\n", "")
+    (folder / "late.toml").write_text(text.replace("[models]\n", "[models]\nseeds = [0, 1]\n"))
+    with pytest.raises(PlanError, match=r"models: unknown key 'seeds' \(known: .*\); top-level keys such as "
+                                        r"prompts and seeds must come before the first \[table\]"):
+        load_plan(folder / "late.toml")
+    shutil.rmtree(folder / "photos" / "ann")
+    (folder / "photos" / "ann").mkdir()
+    with pytest.raises(PlanError, match=r"subjects\[1\] \('ann'\): photos: no images"):
+        load_plan(folder / "plan.toml")
