@@ -2,7 +2,7 @@
 
 from comfy_api.latest import io
 
-from .evaluate import VCDEvaluate
+from .evaluate import VCDEvaluate, VCDEvaluateIdentities
 from .face import VCDFaceDetect, VCDFaceRefine
 from .identity import VCDIdentityEncode, VCDLoadIdentity, VCDTrainIdentity
 from .noise import VCD3DGaussianNoise, VCD3DGaussianNoiseLatent
@@ -24,4 +24,5 @@ NODES: list[type[io.ComfyNode]] = [
     VCDIdentityEncode,
     VCDRegionalIdentity,
     VCDEvaluate,
+    VCDEvaluateIdentities,
 ]

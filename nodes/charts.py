@@ -7,17 +7,18 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-Series = tuple[Sequence[float], tuple[int, int, int], str]  # values, RGB colour, label
+Series = tuple[Sequence[float | None], tuple[int, int, int], str]  # values (None: a gap), RGB colour, label
 
 BLUE, ORANGE = (40, 90, 200), (230, 120, 20)
 
 
 def line_chart(series: Sequence[Series], low: float | None = None, high: float | None = None,
                width: int = 512, height: int = 256) -> torch.Tensor:
-    """Plot each series over its index; the y range is ``[low, high]`` or fitted to the data. IMAGE ``[1, H, W, 3]``."""
+    """Plot each series over its index, broken where a value is None; the y range is ``[low, high]`` or fitted to
+    the data. IMAGE ``[1, H, W, 3]``."""
     from PIL import Image, ImageDraw
 
-    values = [v for s in series for v in s[0]]
+    values = [v for s in series for v in s[0] if v is not None]
     low = min(values, default=0.0) if low is None else low
     high = max(values, default=1.0) if high is None else high
     span = (high - low) or 1.0
@@ -34,10 +35,16 @@ def line_chart(series: Sequence[Series], low: float | None = None, high: float |
         draw.text((2, y_of(level) - 6), f"{level:.3g}", fill=(90, 90, 90))
     for row, (points, color, label) in enumerate(series):
         step = (width - 2 * pad) / max(len(points) - 1, 1)
-        xy = [(pad + i * step, y_of(v)) for i, v in enumerate(points)]
-        if len(xy) > 1:
-            draw.line(xy, fill=color, width=2)
-        elif xy:
-            draw.ellipse([xy[0][0] - 2, xy[0][1] - 2, xy[0][0] + 2, xy[0][1] + 2], fill=color)
+        runs, run = [], []
+        for i, v in enumerate(list(points) + [None]):
+            if v is not None:
+                run.append((pad + i * step, y_of(v)))
+            elif run:
+                runs, run = runs + [run], []
+        for xy in runs:
+            if len(xy) > 1:
+                draw.line(xy, fill=color, width=2)
+            else:
+                draw.ellipse([xy[0][0] - 2, xy[0][1] - 2, xy[0][0] + 2, xy[0][1] + 2], fill=color)
         draw.text((pad + 4, 4 + 10 * row), label, fill=color)
     return torch.from_numpy(np.asarray(canvas).copy()).float()[None] / 255

@@ -52,3 +52,13 @@ def checked(execute: Callable[..., io.NodeOutput]) -> Callable[..., io.NodeOutpu
         return execute(cls, *args, **kwargs)
 
     return run
+
+
+def single(node: str, name: str, value: Any) -> Any:
+    """The one value of an input that a list-input node (``is_input_list``) receives as a list of one."""
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise ValueError(f"{node}: {name} got a list of {len(value)} values; wire a single one (only the list "
+                             "inputs named in the node's description take a list).")
+        return value[0]
+    return value

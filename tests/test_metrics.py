@@ -87,6 +87,21 @@ def test_arcface_scores_only_frames_with_a_face(tmp_path, astronaut_faces, tiny_
     assert "face_similarity" not in without  # off by default
 
 
+def test_arcface_faces_encode_crops_as_they_are(tmp_path, astronaut_faces):
+    """``faces``: each image is the face (no detection), resized to the model's input and normalised as insightface."""
+    import onnxruntime
+
+    path = te.save_tiny_arcface(tmp_path / "w600k_tiny.onnx")
+    face = encoders.load_arcface(path, batch_size=2)
+    crops = astronaut_faces[:, 40:200, 50:190]
+    pixels = torch.nn.functional.interpolate(crops.movedim(-1, 1), size=(112, 112), mode="bilinear", antialias=True,
+                                             align_corners=False)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: ((pixels.clamp(0, 1) * 255 - 127.5) / 127.5).numpy()})[0]
+    assert torch.allclose(face.faces(crops), torch.from_numpy(want), atol=1e-6) and want.shape == (3, 16)
+    assert face(astronaut_faces[2:])[0].shape[0] == 0  # called on photos it finds no face in the grey one
+
+
 def test_arcface_bad_models_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="ArcFace: no .onnx model"):
         encoders.load_arcface(tmp_path / "w600k_r50.onnx")

@@ -125,6 +125,21 @@ def test_line_chart_maps_values_to_rows_between_low_and_high(helpers):
     assert chart([([], (40, 90, 200), "none")]).shape == (1, 256, 512, 3)
 
 
+def test_line_chart_breaks_a_series_where_a_value_is_none(helpers):
+    """x = 28 + i * 114: the line joins frames 0-1 and 3-4 on row 28, not 1-3; a lone value is a dot."""
+    chart = helpers.charts.line_chart
+    image = chart([([1.0, 1.0, None, 1.0, 1.0], (40, 90, 200), "gap")], low=0.0, high=1.0)
+    assert torch.equal(image[0, 28, 100], BLUE) and torch.equal(image[0, 28, 420], BLUE)
+    assert not torch.equal(image[0, 28, 200], BLUE) and not torch.equal(image[0, 28, 300], BLUE)
+    dot = chart([([None, 0.5, None], (40, 90, 200), "lone")], low=0.0, high=1.0)
+    assert torch.equal(dot[0, 128, 256], BLUE) and not (dot[0, 128, 262] == BLUE).all()
+    fitted = chart([([None, 2.0, 4.0], (40, 90, 200), "fitted")])  # None is left out of the fitted range
+    def near(y, x):  # BLUE within 1 px of (y, x)
+        return bool((fitted[0, y - 1:y + 2, x - 1:x + 2] == BLUE).all(dim=-1).any())
+
+    assert near(28, 483) and near(228, 257) and not near(128, 100)  # 4 on top at x 484, 2 at the bottom at x 256
+
+
 def ade_model(inproc, **settings):
     """The tiny MODEL with a Sample Settings attachment where ADE puts its own (defaults unless given)."""
     model = inproc.tiny.tiny_model(0).clone()

@@ -17,8 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .metrics import FaceEncoder
-
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -106,8 +104,50 @@ def load_clip(folder: str | Path, batch_size: int = 16):
 FACE_CROP_SCALE = 1.3  # the square crop around a detected face box, as a multiple of its side
 
 
-def load_arcface(path: str | Path, batch_size: int = 16) -> FaceEncoder:
-    """ArcFace face recognition as ``images -> (features [N, D], found [N] bool)``.
+class ArcFace:
+    """ArcFace face features. Called on photos: ``(features [n, D], found [N] bool)`` for the images where the
+    built-in Haar detector finds a face (the largest, a square 1.3x crop); ``faces`` on face crops as they are."""
+
+    def __init__(self, session, batch_size: int = 16) -> None:
+        self.session, self.batch_size = session, batch_size
+        self.input = session.get_inputs()[0]
+        self.size = self.input.shape[2] if isinstance(self.input.shape[2], int) else 112
+
+    def _pixels(self, face: torch.Tensor) -> torch.Tensor:
+        """A ``[h, w, C]`` face crop as the model's ``[3, size, size]`` input."""
+        crop = face[..., :3].movedim(-1, 0)[None].float()
+        return F.interpolate(crop, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+    def _embed(self, faces: list[torch.Tensor]) -> torch.Tensor:
+        pixels = torch.stack([self._pixels(f) for f in faces]) if faces else torch.zeros(0, 3, self.size, self.size)
+        pixels = (pixels.clamp(0, 1) * 255 - 127.5) / 127.5
+        outputs = [self.session.run(None, {self.input.name: pixels[i:i + self.batch_size].numpy()})[0]
+                   for i in range(0, pixels.shape[0], self.batch_size)]
+        return (torch.from_numpy(np.concatenate(outputs)) if outputs else torch.zeros(0, 1)).float()
+
+    def faces(self, crops: torch.Tensor) -> torch.Tensor:
+        """``[N, D]`` features of ``[N, H, W, C]`` face crops, each taken as the face (no detection)."""
+        return self._embed(list(crops))
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from . import face_detect
+
+        faces, found = [], []
+        for frame, boxes in zip(images, face_detect.haar_faces(images)):
+            found.append(bool(boxes))
+            if not boxes:
+                continue
+            box = boxes[0]
+            side = int(max(box.height, box.width) * FACE_CROP_SCALE)
+            cy, cx = (box.y0 + box.y1) // 2, (box.x0 + box.x1) // 2
+            h, w = frame.shape[:2]
+            y0, x0 = min(max(cy - side // 2, 0), max(h - side, 0)), min(max(cx - side // 2, 0), max(w - side, 0))
+            faces.append(frame[y0:y0 + side, x0:x0 + side])
+        return self._embed(faces), torch.tensor(found, dtype=torch.bool)
+
+
+def load_arcface(path: str | Path, batch_size: int = 16) -> ArcFace:
+    """ArcFace face recognition (see ``ArcFace``); called as a ``FaceEncoder``: images -> (features, found).
 
     Runs insightface's ONNX recognition models (e.g. ``buffalo_l/w600k_r50.onnx``) through
     onnxruntime, the runtime insightface itself uses, with insightface's input normalisation
@@ -115,8 +155,6 @@ def load_arcface(path: str | Path, batch_size: int = 16) -> FaceEncoder:
     a square 1.3x crop resized to the model's input), not insightface's landmark alignment, so
     scores are comparable between runs of this command, not with insightface's own numbers.
     """
-    from . import face_detect
-
     path = Path(path)
     if not path.is_file() or path.suffix != ".onnx":
         raise FileNotFoundError(f"ArcFace: no .onnx model at {path}; put insightface's recognition model "
@@ -129,29 +167,4 @@ def load_arcface(path: str | Path, batch_size: int = 16) -> FaceEncoder:
     model_input = session.get_inputs()[0]
     if len(model_input.shape) != 4 or model_input.shape[1] != 3:
         raise ValueError(f"ArcFace: {path.name} takes {model_input.shape}, not face images [N, 3, H, W]")
-    size = model_input.shape[2] if isinstance(model_input.shape[2], int) else 112
-
-    def crops(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        faces, found = [], []
-        for frame, boxes in zip(images, face_detect.haar_faces(images)):
-            found.append(bool(boxes))
-            if not boxes:
-                continue
-            box = boxes[0]
-            side = int(max(box.height, box.width) * FACE_CROP_SCALE)
-            cy, cx = (box.y0 + box.y1) // 2, (box.x0 + box.x1) // 2
-            h, w = frame.shape[:2]
-            y0, x0 = min(max(cy - side // 2, 0), max(h - side, 0)), min(max(cx - side // 2, 0), max(w - side, 0))
-            crop = frame[y0:y0 + side, x0:x0 + side, :3].movedim(-1, 0)[None].float()
-            faces.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0])
-        pixels = torch.stack(faces) if faces else torch.zeros(0, 3, size, size)
-        return (pixels.clamp(0, 1) * 255 - 127.5) / 127.5, torch.tensor(found, dtype=torch.bool)
-
-    def run(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels, found = crops(images)
-        outputs = [session.run(None, {model_input.name: pixels[i:i + batch_size].numpy()})[0]
-                   for i in range(0, pixels.shape[0], batch_size)]
-        features = torch.from_numpy(np.concatenate(outputs)) if outputs else torch.zeros(0, 1)
-        return features.float(), found
-
-    return run
+    return ArcFace(session, batch_size)
