@@ -10,13 +10,13 @@ from comfy_api.latest import io
 from .inputs import checked
 from ..vcd_core import tiling
 from ..vcd_core.geometry import Box
+from ..vcd_core.tiling import LATENT_SCALE, check_tiling, pixel_plan
 from .ade import warn_if_prior_lost
 from .channels import as_rgb
 from .progress import send_preview_image
 from .sampling import SamplingSettings, denoise_clip, sampler_inputs
 
 WRAPPER_KEY = "VCD_tiled"
-LATENT_SCALE = 8  # SD1.5 VAE
 
 
 def _run_chain(x: torch.Tensor, timestep, *, executor, model, conds, model_options):
@@ -46,21 +46,6 @@ def tiling_wrapper(tile: int, overlap: int, tile_batch: int):
         return run_tiled(x_in, timestep, executor=executor, model=model, conds=conds, model_options=model_options)
 
     return wrapper
-
-
-def pixel_plan(height: int, width: int, tile_size: int, overlap: int) -> list[Box]:
-    """The tiles the wrapper samples on frames of ``height x width`` (multiples of 8), in pixels."""
-    plan = tiling.tile_plan(height // LATENT_SCALE, width // LATENT_SCALE, tile_size // LATENT_SCALE, overlap // LATENT_SCALE)
-    return [box.scaled(LATENT_SCALE) for box in plan]
-
-
-def check_tiling(tile_size: int, overlap: int, tile_batch: int) -> None:
-    if tile_size < 64 or tile_size % LATENT_SCALE:
-        raise ValueError(f"tile_size must be a multiple of 8 and at least 64 px (got {tile_size}).")
-    if not 0 <= overlap < tile_size:
-        raise ValueError(f"overlap must be at least 0 and smaller than tile_size (got overlap {overlap}, tile_size {tile_size}).")
-    if tile_batch < 1:
-        raise ValueError(f"tile_batch must be at least 1 (got {tile_batch}).")
 
 
 def check_conditioning(model, positive: list, negative: list) -> None:

@@ -17,7 +17,10 @@ import torch.nn.functional as F
 
 from .geometry import Box, draw_outlines
 
-__all__ = ["tile_plan", "blend_weights", "tiled_apply", "repeat_per_frame", "tiled", "cut_mask", "pad_to_multiple", "plan_preview"]
+__all__ = ["LATENT_SCALE", "tile_plan", "blend_weights", "tiled_apply", "repeat_per_frame", "tiled", "cut_mask",
+           "pad_to_multiple", "check_tiling", "pixel_plan", "plan_preview"]
+
+LATENT_SCALE = 8  # SD1.5's VAE: one latent cell per 8 x 8 pixels
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -143,6 +146,23 @@ def pad_to_multiple(frames: torch.Tensor, multiple: int) -> torch.Tensor:
     if not extra_h and not extra_w:
         return frames
     return F.pad(frames.movedim(-1, 1), (0, extra_w, 0, extra_h), mode="replicate").movedim(1, -1)
+
+
+def check_tiling(tile_size: int, overlap: int, tile_batch: int) -> None:
+    """Tiled VCD's pixel settings: tiles a multiple of 8 and at least 64 px, an overlap smaller than a tile."""
+    if tile_size < 64 or tile_size % LATENT_SCALE:
+        raise ValueError(f"tile_size must be a multiple of 8 and at least 64 px (got {tile_size}).")
+    if not 0 <= overlap < tile_size:
+        raise ValueError(f"overlap must be at least 0 and smaller than tile_size (got overlap {overlap}, tile_size {tile_size}).")
+    if tile_batch < 1:
+        raise ValueError(f"tile_batch must be at least 1 (got {tile_batch}).")
+
+
+def pixel_plan(height: int, width: int, tile_size: int, overlap: int) -> list[Box]:
+    """The tiles Tiled VCD samples on frames of ``height x width`` (multiples of 8), in pixels: the latent plan
+    of ``tile_size // 8`` tiles overlapping by ``overlap // 8``, scaled back."""
+    plan = tile_plan(height // LATENT_SCALE, width // LATENT_SCALE, tile_size // LATENT_SCALE, overlap // LATENT_SCALE)
+    return [box.scaled(LATENT_SCALE) for box in plan]
 
 
 TILE_COLOURS = ((0.2, 0.6, 1.0), (1.0, 0.55, 0.1))  # blue / orange, alternating like a chessboard
