@@ -112,13 +112,6 @@ def encode_views(vae, pixels: torch.Tensor, model) -> torch.Tensor:
     return model.model.process_latent_in(latents).float()
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling); fp32 elsewhere."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def _patch_parts(patches: dict, tensors: list[torch.Tensor], words: list[str]) -> None:
     """Collect the tensors and the plain values (strengths, kinds) of a patcher's weight patches, in key order."""
     def walk(value) -> None:

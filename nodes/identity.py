@@ -20,13 +20,12 @@ import torch
 from comfy_api.latest import io, ui
 
 from .inputs import checked
-from .. import vcd_core
 from ..vcd_core import embedding_io, identity
 from ..vcd_core.text_encoder import MARKER
 from .ade import without_animatediff
 from .channels import as_rgb
 from .charts import BLUE, ORANGE, line_chart
-from .comfy_models import (autocast_dtype, base_fingerprint, check_epsilon_model, checkpointed_blocks, clip_width,
+from .comfy_models import (base_fingerprint, check_epsilon_model, checkpointed_blocks, clip_width,
                            denoiser, encode_views, text_encoder_from_clip)
 from .noise import SEED_MAX
 from .progress import send_progress_text
@@ -34,36 +33,10 @@ from .progress import send_progress_text
 IDENTITY_TYPE = io.Custom("VCD_IDENTITY")  # an embedding_io.Embedding: vectors [N, 768] + metadata
 SUBFOLDER = "vcd"  # models/embeddings/vcd/NAME.safetensors
 SD15_WIDTH = 768
-VIEWS_PER_IMAGE = 8  # augmented views encoded once per reference photo
 LOSS_WINDOW = 10  # steps in the running loss shown while training and drawn on the curve
 PREVIEW_SECONDS = 2.0  # the live loss curve and time left are sent at the first and last step and this often between
 PREVIEW_POINTS = 500  # steps drawn on the live curve at most (the plot is about that many pixels wide)
-# What makes two training requests the same: the node's settings, the photos and the base model (metadata keys).
-SETTINGS = ("tokens", "class_word", "steps", "learning_rate", "batch_size", "seed", "augment", "resolution")
 log = logging.getLogger("vcd")
-
-
-def usable_references(images: torch.Tensor, masks: torch.Tensor | None) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-    """The photos ``[3, H, W]`` to train on and their masks (None: the whole photo). A photo whose mask is
-    empty (the segmenter found nobody) is left out with a warning, never trained on unmasked."""
-    photos = list(images.movedim(-1, 1))
-    if masks is None:
-        return photos, [None] * len(photos)
-    if masks.ndim == 2:
-        masks = masks[None]
-    if masks.shape[0] != images.shape[0]:
-        raise ValueError(f"masks: {masks.shape[0]} masks for {images.shape[0]} images; give one mask per image.")
-    if masks.shape[-2:] != images.shape[1:3]:
-        raise ValueError(f"masks are {masks.shape[-1]}x{masks.shape[-2]} but the images are "
-                         f"{images.shape[2]}x{images.shape[1]}: masks must match their images' size.")
-    empty = [i for i, mask in enumerate(masks) if float(mask.sum()) == 0.0]
-    if len(empty) == len(photos):
-        raise ValueError("masks: every mask is empty, so there is nothing to learn; check the segmentation prompt "
-                         "or set Prompt Segment's if_none to 'full'.")
-    if empty:
-        log.warning("VCD Train Identity: the masks of image(s) %s are empty; those photos are left out.", empty)
-    keep = [i for i in range(len(photos)) if i not in empty]
-    return [photos[i] for i in keep], [masks[i].float() for i in keep]
 
 
 def target_folder() -> str:
@@ -85,10 +58,6 @@ def check_name_free(name: str, overwrite: bool) -> None:
         if not overwrite:
             raise FileExistsError(f"name: models/embeddings/{SUBFOLDER}/{name}.safetensors exists; pick another name "
                                   "or turn overwrite on.")
-
-
-def snippet(name: str, class_word: str) -> str:
-    return f"embedding:{name} {class_word}".strip()
 
 
 class VCDTrainIdentity(io.ComfyNode):
@@ -152,9 +121,8 @@ class VCDTrainIdentity(io.ComfyNode):
         config = identity.TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed)
         class_word = class_word.strip()
         node_id = getattr(cls.hidden, "unique_id", None)
-        request = dict(zip(SETTINGS, map(str, (tokens, class_word, steps, learning_rate, batch_size, seed, augment,
-                                               resolution))))
-        request.update(photos_hash=photos_hash(images, masks), base_model_hash=base_fingerprint(model, clip))
+        request = identity.training_request(tokens, class_word, config, augment, resolution,
+                                            identity.photos_hash(images, masks), base_fingerprint(model, clip))
         if not overwrite:
             reused = reusable_file(name, request)
             if reused is not None:
@@ -162,17 +130,19 @@ class VCDTrainIdentity(io.ComfyNode):
                            "photos with these settings and this base model: reused, not trained again.")
                 log.info(message)
                 send_progress_text(node_id, message)
-                text = snippet(name, class_word)
+                text = identity.snippet(name, class_word)
                 curve = loss_curve(json.loads(reused.metadata.get("losses", "[]")))
                 return io.NodeOutput(text, curve, reused, ui=ui.PreviewText(f"{text}\n{message}"))
-        photos, photo_masks = usable_references(images, masks)
-        views = identity.make_views(photos, photo_masks, resolution, VIEWS_PER_IMAGE, augment, seed)
+        photos, photo_masks, empty = identity.usable_references(images, masks)
+        if empty:
+            log.warning("VCD Train Identity: the masks of image(s) %s are empty; those photos are left out.", empty)
+        views = identity.make_views(photos, photo_masks, resolution, identity.VIEWS_PER_IMAGE, augment, seed)
         latents = encode_views(vae, views.pixels, model)
         progress = comfy.utils.ProgressBar(steps)
         with torch.inference_mode(False):
             device = comfy.model_management.get_torch_device()
             text = text_encoder_from_clip(clip, device)  # before the UNet, whose full load may then evict the CLIP
-            config = dataclasses.replace(config, autocast_dtype=autocast_dtype(device))
+            config = dataclasses.replace(config, autocast_dtype=identity.autocast_for(device))
             latents = latents.clone().to(device)
             masks_latent = identity.latent_masks(views.masks, latents.shape[-2:]).to(device)
             start = identity.init_vectors(text.word_vector, tokens)
@@ -181,26 +151,13 @@ class VCDTrainIdentity(io.ComfyNode):
             with denoiser(model) as (denoise, alphas_cumprod), identity.gradient_checkpointing(blocks):
                 result = identity.train_identity(text, denoise, latents, masks_latent, views.prompts(class_word), start,
                                                  alphas_cumprod, config, report)
-        metadata = {
-            "format": "vcd-identity/1", **request, "references": str(len(photos)),
-            "vcd_version": vcd_core.__version__, "prompt": snippet(name, class_word),
-            "losses": json.dumps(result.losses),  # exact (shortest round-trip repr): the curve redraws pixel for pixel
-        }
-        embedding = embedding_io.Embedding(result.vectors, metadata)
+        embedding = embedding_io.Embedding(result.vectors, identity.file_metadata(request, name, len(photos), result.losses))
         check_name_free(name, overwrite)  # again: a file may have appeared while training
         path = embedding_io.write_embedding(folder, name, embedding, overwrite=overwrite)
         log.info("VCD Train Identity: wrote %s (final loss %.4f)", path, result.losses[-1])
         curve = loss_curve(result.losses)
-        return io.NodeOutput(snippet(name, class_word), curve, embedding,
-                             ui=ui.PreviewText(f"{snippet(name, class_word)}\nsaved to {path}"))
-
-
-def photos_hash(images: torch.Tensor, masks: torch.Tensor | None) -> str:
-    """A short hash of the training photos and their masks, sizes included."""
-    parts: list[torch.Tensor | str] = [str(tuple(images.shape)), images]
-    if masks is not None:
-        parts += [str(tuple(masks.shape)), masks]
-    return embedding_io.fingerprint(*parts)
+        return io.NodeOutput(identity.snippet(name, class_word), curve, embedding,
+                             ui=ui.PreviewText(f"{identity.snippet(name, class_word)}\nsaved to {path}"))
 
 
 DIFFERENCE_NAMES = {"photos_hash": "the photos or their masks", "base_model_hash": "the base model (MODEL or CLIP "
@@ -333,7 +290,7 @@ class VCDLoadIdentity(io.ComfyNode):
                              f"{'this CLIP' if clip is not None else 'SD1.5 CLIP-L'} takes {expected}; "
                              "it was trained for another model family.")
         name = os.path.splitext(embedding)[0].replace(os.sep, "/")
-        text = snippet(name, class_word.strip() or loaded.metadata.get("class_word", ""))
+        text = identity.snippet(name, class_word.strip() or loaded.metadata.get("class_word", ""))
         details = "\n".join(f"{k}: {v}" for k, v in sorted(loaded.metadata.items()))
         return io.NodeOutput(text, loaded, ui=ui.PreviewText(f"{text}\n{loaded.tokens} tokens x {loaded.width}\n{details}"))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,10 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from . import __version__
+from .embedding_io import fingerprint
 from .text_encoder import MARKER
 
 __all__ = [
-    "RARE_TOKENS", "TrainConfig", "Views", "center_square", "augment_view", "make_views", "latent_masks",
+    "RARE_TOKENS", "VIEWS_PER_IMAGE", "FILE_FORMAT", "SETTINGS", "TrainConfig", "usable_references", "photos_hash",
+    "training_request", "file_metadata", "snippet", "autocast_for", "Views", "center_square", "augment_view", "make_views", "latent_masks",
     "masked_mse", "sd_alphas_cumprod", "init_vectors", "train_identity", "TrainResult", "TrainingDiverged",
     "gradient_checkpointing",
 ]
@@ -33,6 +37,10 @@ RARE_TOKENS = ("ktn", "pll", "ucd", "ucd")  # the authors' initialisation words,
 TEMPLATE = "{prefix}photo of a {identity} {class_word}"
 ZOOM_OUT_PREFIXES = ("a far away ", "very small ")
 ZOOM_IN_PREFIXES = ("zoomed in ", "close up ")
+VIEWS_PER_IMAGE = 8  # augmented views encoded once per reference photo
+FILE_FORMAT = "vcd-identity/1"  # the metadata "format" of an identity file we train
+# What makes two training requests the same: the settings, the photos and the base model (metadata keys).
+SETTINGS = ("tokens", "class_word", "steps", "learning_rate", "batch_size", "seed", "augment", "resolution")
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,65 @@ class Views:
 
     def prompts(self, class_word: str) -> list[str]:
         return [TEMPLATE.format(prefix=p, identity=MARKER, class_word=class_word).strip() for p in self.prefixes]
+
+
+def usable_references(images: Sequence[torch.Tensor], masks: torch.Tensor | Sequence[torch.Tensor] | None
+                      ) -> tuple[list[torch.Tensor], list[torch.Tensor | None], list[int]]:
+    """The photos ``[3, H, W]`` to train on (from ``[H, W, C]`` images), their masks (None: the whole photo) and
+    the indices left out: a photo whose mask is empty (the segmenter found nobody) is never trained on unmasked."""
+    photos = [image.movedim(-1, 0) for image in images]
+    if masks is None:
+        return photos, [None] * len(photos), []
+    if isinstance(masks, torch.Tensor) and masks.ndim == 2:
+        masks = masks[None]
+    if len(masks) != len(photos):
+        raise ValueError(f"masks: {len(masks)} masks for {len(photos)} images; give one mask per image.")
+    for image, mask in zip(images, masks):
+        if mask.shape[-2:] != image.shape[:2]:
+            raise ValueError(f"masks are {mask.shape[-1]}x{mask.shape[-2]} but the images are "
+                             f"{image.shape[1]}x{image.shape[0]}: masks must match their images' size.")
+    empty = [i for i, mask in enumerate(masks) if float(mask.sum()) == 0.0]
+    if len(empty) == len(photos):
+        raise ValueError("masks: every mask is empty, so there is nothing to learn; check the segmentation prompt "
+                         "or set Prompt Segment's if_none to 'full'.")
+    keep = [i for i in range(len(photos)) if i not in empty]
+    return [photos[i] for i in keep], [masks[i].float() for i in keep], empty
+
+
+def photos_hash(images: torch.Tensor | Sequence[torch.Tensor], masks: torch.Tensor | Sequence[torch.Tensor] | None
+                ) -> str:
+    """A short hash of the training photos ``[H, W, C]`` and their masks, sizes included. Photos of one size hash
+    as their batch (ComfyUI's IMAGE); photos of several sizes each with its own size."""
+    parts: list[torch.Tensor | str] = []
+    for batch in (images, masks):
+        if batch is None:
+            continue
+        if not isinstance(batch, torch.Tensor) and len({tuple(item.shape) for item in batch}) == 1:
+            batch = torch.stack(list(batch))
+        items = [batch] if isinstance(batch, torch.Tensor) else list(batch)
+        for item in items:
+            parts += [str(tuple(item.shape)), item]
+    return fingerprint(*parts)
+
+
+def snippet(name: str, class_word: str) -> str:
+    """How a prompt in ComfyUI uses the identity file NAME: ``embedding:NAME man``."""
+    return f"embedding:{name} {class_word}".strip()
+
+
+def training_request(tokens: int, class_word: str, config: "TrainConfig", augment: bool, resolution: int,
+                     photos: str, base_model: str) -> dict[str, str]:
+    """The metadata that tells two training requests apart: ``SETTINGS``, the photos' hash and the base model's."""
+    values = (tokens, class_word, config.steps, config.learning_rate, config.batch_size, config.seed, augment,
+              resolution)
+    return {**dict(zip(SETTINGS, map(str, values))), "photos_hash": photos, "base_model_hash": base_model}
+
+
+def file_metadata(request: dict[str, str], name: str, references: int, losses: Sequence[float]) -> dict[str, str]:
+    """An identity file's metadata: the request, how many photos it saw, the prompt snippet and the exact loss per
+    step (shortest round-trip repr, so the curve redraws pixel for pixel)."""
+    return {"format": FILE_FORMAT, **request, "references": str(references), "vcd_version": __version__,
+            "prompt": snippet(name, request["class_word"]), "losses": json.dumps(list(losses))}
 
 
 def center_square(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -188,6 +255,13 @@ def gradient_checkpointing(modules: Iterable[torch.nn.Module]) -> Iterator[None]
                 del module.forward
             else:
                 module.forward = own
+
+
+def autocast_for(device: torch.device) -> torch.dtype | None:
+    """Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling); fp32 elsewhere."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 class TrainingDiverged(ValueError):
