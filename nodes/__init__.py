@@ -4,6 +4,7 @@ from comfy_api.latest import io
 
 from .evaluate import VCDEvaluate, VCDEvaluateIdentities
 from .face import VCDFaceDetect, VCDFaceRefine
+from .face_tracks import VCDFaceRefineTracks
 from .identity import VCDIdentityEncode, VCDLoadIdentity, VCDTrainIdentity
 from .noise import VCD3DGaussianNoise, VCD3DGaussianNoiseLatent
 from .regional import VCDRegionalIdentity
@@ -17,6 +18,7 @@ NODES: list[type[io.ComfyNode]] = [
     VCDFaceDetect,
     VCDFaceRefine,
     VCDFaceTracks,
+    VCDFaceRefineTracks,
     VCDTiledRefine,
     VCDPromptSegment,
     VCDTrainIdentity,

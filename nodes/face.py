@@ -1,4 +1,7 @@
-"""Face VCD: detect faces per frame, and refine the face of a whole clip through one crop window."""
+"""Face VCD: detect faces per frame, and refine the face of a whole clip through one crop window.
+
+The crop and sampling widgets, the mask check and the crop-denoise-decode step are shared with
+VCD Face Refine Tracks (nodes/face_tracks.py), which runs them once per face track."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from comfy_api.latest import io, ui
 
 from .inputs import checked
 from ..vcd_core import face, face_detect
+from ..vcd_core.geometry import Box
 from .channels import as_rgb
 from .model_folders import file_path, register
 from .progress import send_preview_image
@@ -17,7 +21,6 @@ from .sampling import SamplingSettings, denoise_clip, sampler_inputs
 
 HAAR = "opencv_haar"
 YOLO_FOLDER = "ultralytics_bbox"  # the folder key Impact Pack users already have: models/ultralytics/bbox
-CROP_MODES = ["union", "per_frame_smoothed"]
 log = logging.getLogger("vcd")
 
 
@@ -41,18 +44,55 @@ def detect_masks(images: torch.Tensor, detector: str) -> torch.Tensor:
     return face_detect.boxes_to_masks(boxes, images.shape[1], images.shape[2], largest_only=True)
 
 
-def check_masks(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """A MASK batch that matches the frames one to one (a single mask is used for every frame)."""
+def check_masks(mask: torch.Tensor, image: torch.Tensor, name: str = "mask") -> torch.Tensor:
+    """A MASK batch that matches the frames one to one (a single mask is used for every frame); ``name`` is the
+    input the errors name."""
     if mask.ndim == 2:
         mask = mask[None]
     if mask.shape[-2:] != image.shape[1:3]:
-        raise ValueError(f"mask is {mask.shape[-1]}x{mask.shape[-2]} but the frames are {image.shape[2]}x{image.shape[1]}: "
+        raise ValueError(f"{name} is {mask.shape[-1]}x{mask.shape[-2]} but the frames are {image.shape[2]}x{image.shape[1]}: "
                          "resize the mask to the frames.")
     if mask.shape[0] == 1:
         mask = mask.expand(image.shape[0], -1, -1)
     if mask.shape[0] != image.shape[0]:
-        raise ValueError(f"mask has {mask.shape[0]} frames but image has {image.shape[0]}: give one mask per frame (or one for all).")
+        raise ValueError(f"{name} has {mask.shape[0]} frames but image has {image.shape[0]}: give one mask per frame (or one for all).")
     return mask.float()
+
+
+def refine_inputs() -> list[io.Input]:
+    """Face VCD's crop and sampling widgets, in Face Refine's order (saved workflows list widget values by position)."""
+    return [
+        io.Float.Input("crop_factor", default=3.0, min=1.0, max=10.0, step=0.1,
+                       tooltip="Window side = face box side x crop_factor (the paper: 3)."),
+        io.Int.Input("guide_size", default=512, min=64, max=2048, step=8,
+                     tooltip="Small crops are upscaled to this side before denoising."),
+        io.Int.Input("max_size", default=1024, min=64, max=4096, step=8,
+                     tooltip="Crops are never denoised above this side."),
+        *sampler_inputs(denoise=0.8, gamma=0.0),
+        io.Int.Input("feather", default=5, min=0, max=100, tooltip="Soft edge of the paste mask, in pixels."),
+        io.Combo.Input("crop_mode", options=face.CROP_MODES, default="union",
+                       tooltip="union: one window for all frames (the paper). per_frame_smoothed: same-size "
+                               "windows that follow a moving face, smoothed over time."),
+    ]
+
+
+def outside_warning(node: str, leaving: list[int], face_name: str = "the face") -> str:
+    """The warning for a face that reaches outside its crop window in frames ``leaving``."""
+    return (f"{node}: {face_name} reaches outside its crop window in frame(s) {leaving}; only the part "
+            "inside is refined, blended softly at the window's edge. Raise crop_factor, or use crop_mode "
+            "'union' for a moving face (a window never exceeds the frame's shorter side).")
+
+
+def refine_crops(model, positive, negative, vae, image: torch.Tensor, masks: torch.Tensor, windows: list[Box],
+                 size: int, settings: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop frame i to ``windows[i]`` at ``size`` px, re-denoise the crop clip in ONE sampling call with ``masks``
+    (in the windows) as latent noise mask, decode: the crop clip before and after, ``[F, size, size, C]``."""
+    before = face.crop_clip(image, windows, size)
+    latent = vae.encode(before)
+    noise_mask = face.latent_noise_mask(masks, windows, latent.shape[-1])
+    samples = denoise_clip(model, positive, negative, latent, settings, noise_mask=noise_mask)
+    after = vae.decode(samples).reshape(-1, *before.shape[1:]).to(image.dtype)
+    return before, after
 
 
 class VCDFaceDetect(io.ComfyNode):
@@ -95,17 +135,7 @@ class VCDFaceRefine(io.ComfyNode):
                 io.Conditioning.Input("negative"),
                 io.Vae.Input("vae"),
                 io.Image.Input("image"),
-                io.Float.Input("crop_factor", default=3.0, min=1.0, max=10.0, step=0.1,
-                               tooltip="Window side = face box side x crop_factor (the paper: 3)."),
-                io.Int.Input("guide_size", default=512, min=64, max=2048, step=8,
-                             tooltip="Small crops are upscaled to this side before denoising."),
-                io.Int.Input("max_size", default=1024, min=64, max=4096, step=8,
-                             tooltip="Crops are never denoised above this side."),
-                *sampler_inputs(denoise=0.8, gamma=0.0),
-                io.Int.Input("feather", default=5, min=0, max=100, tooltip="Soft edge of the paste mask, in pixels."),
-                io.Combo.Input("crop_mode", options=CROP_MODES, default="union",
-                               tooltip="union: one window for all frames (the paper). per_frame_smoothed: same-size "
-                                       "windows that follow a moving face, smoothed over time."),
+                *refine_inputs(),
                 io.Combo.Input("detector", options=detector_options(), default=HAAR,
                                tooltip="Used only when no mask is connected."),
                 io.Mask.Input("mask", optional=True, tooltip="Face masks (one per frame, or one for all) from any segmenter."),
@@ -130,11 +160,7 @@ class VCDFaceRefine(io.ComfyNode):
         settings = SamplingSettings(seed, steps, cfg, sampler_name, scheduler, denoise, gamma)
         image = as_rgb(image, "image")
         masks = check_masks(mask, image) if mask is not None else detect_masks(image, detector)
-        if crop_mode == "union":
-            window = face.union_window(masks, crop_factor)
-            windows = None if window is None else [window] * image.shape[0]
-        else:
-            windows = face.per_frame_windows(masks, crop_factor)
+        windows = face.clip_windows(masks, crop_factor, crop_mode)
         if windows is None:
             warning = "VCD Face Refine: no face in any frame; returning the frames unchanged."
             log.warning(warning)
@@ -142,20 +168,14 @@ class VCDFaceRefine(io.ComfyNode):
         inside, leaving = face.cut_to_windows(masks, windows)
         warning = None
         if leaving:
-            warning = (f"VCD Face Refine: the face reaches outside its crop window in frame(s) {leaving}; only the part "
-                       "inside is refined, blended softly at the window's edge. Raise crop_factor, or use crop_mode "
-                       "'union' for a moving face (a window never exceeds the frame's shorter side).")
+            warning = outside_warning("VCD Face Refine", leaving)
             log.warning(warning)
 
         preview = face.window_preview(image, windows, masks)
         send_preview_image(preview[0], steps)  # where the window is, before the long part
         size = face.crop_size(windows[0].height, guide_size, max_size)
-        before = face.crop_clip(image, windows, size)
-        latent = vae.encode(before)
-        noise_mask = face.latent_noise_mask(masks, windows, latent.shape[-1])
         warn_if_prior_lost(model, gamma, getattr(cls.hidden, "unique_id", None), "VCD Face Refine")
-        samples = denoise_clip(model, positive, negative, latent, settings, noise_mask=noise_mask)
-        after = vae.decode(samples).reshape(-1, *before.shape[1:]).to(image.dtype)
+        before, after = refine_crops(model, positive, negative, vae, image, masks, windows, size, settings)
         paste_mask = face.feather_mask(inside, feather)
         refined = face.paste_clip(image, after, windows, paste_mask)
         return io.NodeOutput(refined, paste_mask, before, after, preview, ui=ui.PreviewText(warning) if warning else None)

@@ -37,6 +37,11 @@ NODES = {
         refine_inputs(tile_size=64, overlap=16, tile_batch=1),
         {"class_type": "PreviewImage", "inputs": {"images": ["node", 0]}},
     ),
+    "VCDFaceRefineTracks": (
+        {**refine_inputs(crop_factor=3.0, guide_size=64, max_size=128, feather=5, crop_mode="union"),
+         "track_masks": ["mask", 0], "positive_1": ["pos", 0]},
+        {"class_type": "PreviewImage", "inputs": {"images": ["node", 0]}},
+    ),
     "VCDFaceDetect": ({"image": ["img", 0], "detector": "opencv_haar"},
                       {"class_type": "PreviewImage", "inputs": {"images": ["node", 1]}}),
     "VCDFaceTracks": ({"image": ["img", 0], "detector": "opencv_haar", "order": "left_to_right", "track": 0,
@@ -49,6 +54,7 @@ NODES = {
         {"class_type": "PreviewImage", "inputs": {"images": ["node", 1]}},
     ),
 }
+EXTRA_NODES = {"VCDFaceRefineTracks": {"mask": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 64}}}}
 
 # (node, input, bad value, sent as: "widget" = a constant in the graph, "primitive" = wired from a Primitive node)
 CASES = [
@@ -62,6 +68,9 @@ CASES = [
     ("VCDFaceRefine", "max_size", 0, "primitive", "at least 64"),
     ("VCDFaceRefine", "sampler_name", "no_such_sampler", "widget", "not one of the choices"),
     ("VCDFaceRefine", "crop_mode", "tracked", "widget", "not one of the choices"),
+    ("VCDFaceRefineTracks", "crop_factor", 0.0, "primitive", "at least 1.0"),
+    ("VCDFaceRefineTracks", "cfg", math.nan, "widget", "finite"),
+    ("VCDFaceRefineTracks", "crop_mode", "tracked", "widget", "not one of the choices"),
     ("VCDTiledRefine", "tile_size", 0, "primitive", "at least 64"),
     ("VCDTiledRefine", "denoise", math.inf, "widget", "finite"),
     ("VCDTiledRefine", "scheduler", "no_such_scheduler", "widget", "not one of the choices"),
@@ -76,7 +85,8 @@ CASES = [
 
 def case_graph(node: str, name: str, value, sent: str) -> dict:
     inputs, output = NODES[node]
-    graph = {"ckpt": TINY, "img": IMAGE, "pos": TEXT, "node": {"class_type": node, "inputs": dict(inputs)}, "out": output}
+    graph = {"ckpt": TINY, "img": IMAGE, "pos": TEXT, "node": {"class_type": node, "inputs": dict(inputs)}, "out": output,
+             **EXTRA_NODES.get(node, {})}
     if sent == "primitive":
         kind = "PrimitiveFloat" if isinstance(value, float) else "PrimitiveInt"
         graph["prim"] = {"class_type": kind, "inputs": {"value": value}}

@@ -368,3 +368,24 @@ def test_feather_ramps_each_frame_by_its_own_face_and_ignores_half_pixels():
     soft = face.feather_mask(masks, 5)
     assert soft[0].max() == 1 and soft[1].max() == 1 and soft[1, 31, 31] == 1 and soft[1, 30, 30] == 0.5
     assert soft[1, 0].sum() == 0
+
+
+def test_clip_windows_by_crop_mode():
+    masks = box_mask(3, 64, 128, [Box(20, 36, 10, 26), None, Box(20, 36, 60, 76)])
+    assert face.clip_windows(masks, 2.0, "union") == [face.union_window(masks, 2.0)] * 3
+    assert face.clip_windows(masks, 2.0, "per_frame_smoothed") == face.per_frame_windows(masks, 2.0)
+    assert face.clip_windows(torch.zeros(2, 64, 64), 2.0, "union") is None
+    with pytest.raises(ValueError, match=r"crop_mode must be one of \['union', 'per_frame_smoothed'\] \(got 'x'\)"):
+        face.clip_windows(masks, 2.0, "x")
+
+
+def test_exclusive_masks_clear_every_other_face_and_keep_soft_values():
+    a = torch.zeros(1, 1, 8)
+    a[..., 0:5] = torch.tensor([0.25, 0.75, 1.0, 1.0, 1.0])
+    b, c = torch.zeros(1, 1, 8), torch.zeros(1, 1, 8)
+    b[..., 4:7] = 1.0
+    c[..., 6] = 0.4  # under 0.5: not a face pixel, clears nothing
+    out = face.exclusive_masks(torch.stack([a, b, c]))
+    assert out[0, 0, 0].tolist() == [0.25, 0.75, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert out[1, 0, 0].tolist() == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    assert out[2, 0, 0].tolist() == [0.0] * 8  # 0.4 at column 6, where b is a face

@@ -3,30 +3,13 @@
 (Regional Identity under the real AnimateDiff-Evolved's context windows: tests/test_ade.py.)
 """
 
-import numpy as np
 import pytest
 import safetensors.torch
-import skimage.data
 import torch
-from PIL import Image, ImageOps
 
-FRAMES = 4
+from devtools.clips import as_tensor, two_faces
 
-
-def two_faces(frames: int = FRAMES) -> list[Image.Image]:
-    """384x128 frames: the astronaut's face moving left, and its mirror image moving right."""
-    photo = Image.fromarray(skimage.data.astronaut()[:256, 96:352]).resize((112, 112), Image.BILINEAR)
-    clip = []
-    for i in range(frames):
-        canvas = Image.new("RGB", (384, 128), (90, 90, 90))
-        canvas.paste(photo, (40 - 8 * i, 8))
-        canvas.paste(ImageOps.mirror(photo), (232 + 8 * i, 8))
-        clip.append(canvas)
-    return clip
-
-
-def as_tensor(clip: list[Image.Image]) -> torch.Tensor:
-    return torch.from_numpy(np.stack([np.asarray(frame) for frame in clip])).float() / 255
+FRAMES = 4  # two_faces' default
 
 
 def box_columns(mask: torch.Tensor) -> list[tuple[int, int]]:

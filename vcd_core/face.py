@@ -19,9 +19,12 @@ import torch.nn.functional as F
 from .geometry import Box, draw_outlines
 
 __all__ = [
-    "mask_box", "crop_window", "union_window", "per_frame_windows", "crop_size",
-    "crop_clip", "paste_clip", "cut_to_windows", "feather_mask", "latent_noise_mask", "window_preview",
+    "CROP_MODES", "mask_box", "crop_window", "union_window", "per_frame_windows", "clip_windows", "crop_size",
+    "crop_clip", "paste_clip", "cut_to_windows", "exclusive_masks", "feather_mask", "latent_noise_mask",
+    "window_preview",
 ]
+
+CROP_MODES = ["union", "per_frame_smoothed"]
 
 
 def mask_box(mask: torch.Tensor) -> Box | None:
@@ -80,6 +83,17 @@ def per_frame_windows(masks: torch.Tensor, crop_factor: float, smoothing: int = 
     return windows
 
 
+def clip_windows(masks: torch.Tensor, crop_factor: float, crop_mode: str) -> list[Box] | None:
+    """One window per frame of ``masks`` by ``crop_mode`` (``CROP_MODES``): the union window repeated, or
+    ``per_frame_windows``. None when no frame has a face."""
+    if crop_mode == "union":
+        window = union_window(masks, crop_factor)
+        return None if window is None else [window] * masks.shape[0]
+    if crop_mode == "per_frame_smoothed":
+        return per_frame_windows(masks, crop_factor)
+    raise ValueError(f"crop_mode must be one of {CROP_MODES} (got {crop_mode!r}).")
+
+
 def crop_size(side: int, guide_size: int, max_size: int, multiple: int = 8) -> int:
     """Side of the resized crop: up to ``guide_size`` if smaller (never down), capped at ``max_size``."""
     target = max(side, guide_size)
@@ -108,6 +122,14 @@ def cut_to_windows(masks: torch.Tensor, windows: Sequence[Box]) -> tuple[torch.T
         inside[i, window.y0:window.y1, window.x0:window.x1] = window.crop(masks[i])
     leaving = [i for i in range(len(windows)) if bool(((masks[i] > 0.5) & ~(inside[i] > 0.5)).any())]
     return inside, leaving
+
+
+def exclusive_masks(masks: torch.Tensor) -> torch.Tensor:
+    """``[K, F, H, W]`` masks of K faces, each cleared wherever any other face's mask is over 0.5: where two faces
+    overlap, neither may paste, so no face's refinement ever covers another face."""
+    faces = (masks > 0.5).int()
+    others = (faces.sum(dim=0, keepdim=True) - faces) > 0
+    return masks.float() * ~others
 
 
 def feather_mask(mask: torch.Tensor, feather: int) -> torch.Tensor:
