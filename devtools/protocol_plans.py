@@ -59,10 +59,24 @@ def stand_in_plan(folder: Path, settings: list[dict], seeds: tuple[int, ...] = (
     tests of planning, resuming and reporting with a stand-in runner."""
     photos(folder / "refs", 1, size=16)
     photos(folder / "photos", 2, size=16, offset=2)
+    photos(folder / "masks", 2, size=16, offset=2)
     (folder / "m").mkdir(exist_ok=True)
     (folder / "a.safetensors").write_bytes(b"identity")
-    models = {k: "m" for k in ("checkpoint", "motion_module", "dino", "clip", "segmenter")}
+    models = {k: "m" for k in ("checkpoint", "motion_module", "dino", "clip")}
     subjects = [{"name": "a", "class_word": "woman", "embedding": "a.safetensors", "references": "refs"},
-                {"name": "b", "class_word": "man", "photos": "photos", "references": "refs"}]
+                {"name": "b", "class_word": "man", "photos": "photos", "masks": "masks", "references": "refs"}]
     return write_plan(folder, {"prompts": ["{identity} on a beach", "{identity} in a cafe"], "seeds": list(seeds),
                                "models": models, "subjects": subjects, "settings": settings})
+
+
+def stand_in_scores(spec, folder: Path) -> dict:
+    """A runner without models (importable by Ray workers): writes one file, scores from the run's settings."""
+    (folder / "video.webp").write_bytes(spec.id.encode())
+    if spec.prompt.startswith("fail"):
+        raise RuntimeError(f"stand-in failure in {spec.id}")
+    return {"dino": spec.options["gamma"] + spec.seed / 10, "clip_i": 0.5 if spec.options["stage"] == "t2v" else 0.6,
+            "clip_t": 0.3, "temporal_consistency": 0.9 if spec.subject.name == "a" else None, "motion": 0.02}
+
+
+def stand_in_training(spec, folder: Path) -> None:
+    (folder / "identity.safetensors").write_text(spec.id)

@@ -20,10 +20,11 @@ def folder(tmp_path) -> Path:
     for name in ("checkpoint.safetensors", "mm_sd_v15_v2.ckpt"):
         (tmp_path / "models" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "models" / name).write_bytes(b"weights")
-    for name in ("dino", "clip", "segmenter"):
+    for name in ("dino", "clip"):
         (tmp_path / "models" / name).mkdir()
     (tmp_path / "mona.safetensors").write_bytes(b"embedding bytes")
     photos(tmp_path / "photos" / "ann", 2, size=16)
+    photos(tmp_path / "masks" / "ann", 2, size=16)  # any image works as a mask here
     photos(tmp_path / "refs" / "mona", 1, size=16)
     photos(tmp_path / "refs" / "ann", 1, size=16, offset=3)
     return tmp_path
@@ -33,11 +34,11 @@ BASE = {
     "prompts": ["a photo of {identity} on a beach", "{identity} in a cafe"],
     "seeds": [0, 1],
     "models": {"checkpoint": "models/checkpoint.safetensors", "motion_module": "models/mm_sd_v15_v2.ckpt",
-               "dino": "models/dino", "clip": "models/clip", "segmenter": "models/segmenter"},
+               "dino": "models/dino", "clip": "models/clip"},
     "defaults": {"steps": 2, "frames": 4},
     "subjects": [
         {"name": "mona", "class_word": "woman", "embedding": "mona.safetensors", "references": "refs/mona"},
-        {"name": "ann", "class_word": "woman", "photos": "photos/ann", "references": "refs/ann"},
+        {"name": "ann", "class_word": "woman", "photos": "photos/ann", "masks": "masks/ann", "references": "refs/ann"},
     ],
     "settings": [{"gamma": 0.0}, {"name": "paper", "gamma": 0.1}],
 }
@@ -118,11 +119,18 @@ def test_training_settings_make_one_identity_each(folder):
     (lambda d: d["models"].pop("clip"), r"models: missing clip"),
     (lambda d: d["models"].update(vae="models/dino"), r"models: unknown key 'vae'"),
     (lambda d: d["models"].update(checkpoint="models/sd15.safetensors"), r"models: checkpoint = 'models/sd15"),
-    (lambda d: d["models"].pop("segmenter"), r"settings\[0\] \('gamma 0.0'\): trains identities with masked = "
-                                             r"true, which needs models.segmenter"),
+    (lambda d: d["subjects"][1].pop("masks"), r"settings\[0\] \('gamma 0.0'\): trains with masked = true, which "
+                                              r"needs masks .* for subject 'ann'; or set masked = false"),
+    (lambda d: d["subjects"][0].update(masks="masks/ann"), r"subjects\[0\] \('mona'\): masks are for training from"),
+    (lambda d: d["subjects"][1].update(masks="refs/ann"),
+     r"subjects\[1\] \('ann'\): masks: no mask for 1.png in .*refs/ann \(expected 1.png\)"),
     (lambda d: d.update(subjects=d["subjects"][:1], settings=[{"masked": False}]),
      r"settings\[0\] \('masked false'\): sets masked, which only changes identities trained from photos"),
     (lambda d: d.update(extra=1), r"top level: unknown key 'extra'"),
+    (lambda d: d["settings"][1].update(tile_size=48), r"settings\[1\] \('paper'\): tile_size must be a multiple of 8 "
+                                                     r"and at least 64 px \(got 48\)"),
+    (lambda d: d["defaults"].update(tile_overlap=512), r"settings\[0\] \('gamma 0.0'\): tile_overlap must be at "
+                                                      r"least 0 and smaller than tile_size"),
 ])
 def test_bad_plans_name_the_entry(folder, change, message):
     with pytest.raises(PlanError, match=message) as error:
@@ -142,6 +150,8 @@ def test_bad_files(folder):
     with pytest.raises(PlanError, match=r"models: unknown key 'seeds' \(known: .*\); top-level keys such as "
                                         r"prompts and seeds must come before the first \[table\]"):
         load_plan(folder / "late.toml")
+    (folder / "masks" / "ann" / "0.png").rename(folder / "masks" / "ann" / "0.jpg")  # any image suffix
+    assert load_plan(folder / "plan.toml").identities
     shutil.rmtree(folder / "photos" / "ann")
     (folder / "photos" / "ann").mkdir()
     with pytest.raises(PlanError, match=r"subjects\[1\] \('ann'\): photos: no images"):

@@ -57,20 +57,20 @@ def test_tables_put_the_papers_numbers_beside_ours(finished):
         paper.TABLE1["VCD"]
     assert by[("Table 1", "DreamBooth", "paper")]["dino"] == "0.53" and by[("Table 1", "LoRA", "paper")]["clip_i"] == ""
     gamma_rows = [r for r in rows if r["table"].startswith("Table 2")]
-    assert gamma_rows[0]["table"] == "Table 2: 3D noise prior, gamma; stage \"tiled\", masked true"
+    assert gamma_rows[0]["table"] == "Table 2: 3D noise prior, gamma; stage tiled, masked true"
     assert [(r["row"], r["source"]) for r in gamma_rows] == [
         (f"gamma {g}", s) for g in ("0", "0.1", "0.2") for s in ("ours", "paper")]
     assert [float(r["dino"]) for r in gamma_rows] == pytest.approx([0.05, 0.56, 0.15, 0.585, 0.25, 0.583])
     stage_rows = [r for r in rows if r["table"].startswith("Table 3")]
     assert [r["row"] for r in stage_rows][::2] == ["after T2V VCD", "after Face VCD", "after Tiled VCD"]
-    assert [r["setting"] for r in stage_rows][::2] == ["gamma 0.1, stage \"t2v\"", "gamma 0.1, stage \"face\"", "vcd"]
+    assert [r["setting"] for r in stage_rows][::2] == ["gamma 0.1, stage t2v", "gamma 0.1, stage face", "vcd"]
     assert [float(r["clip_i"]) for r in stage_rows] == pytest.approx([0.5, 0.721, 0.6, 0.752, 0.6, 0.747])
     assert not [r for r in rows if "masked" in r["table"].split(";")[0]]  # the plan does not vary masking
 
     text = paths["markdown"].read_text()
     assert "40 of 40 videos finished (2 subjects x 2 prompts x 2 seeds x 5 settings)" in text
     assert "| gamma 0.2 | paper |  | 0.583 | 0.816 | 0.280 | 0.861 | — |" in text
-    assert "| after T2V VCD | ours ('gamma 0.1, stage \"t2v\"') | 8 | 0.150 | 0.500 | 0.300 | 0.900 | 0.020 |" in text
+    assert "| after T2V VCD | ours ('gamma 0.1, stage t2v') | 8 | 0.150 | 0.500 | 0.300 | 0.900 | 0.020 |" in text
 
 
 def test_scores_and_summary_csv(finished):
@@ -118,10 +118,10 @@ def test_masked_training_gets_its_own_table(tmp_path):
 def test_table1_says_when_no_setting_is_the_papers(tmp_path):
     plan = load_plan(stand_in_plan(tmp_path, [{"gamma": 0.0, "stage": "t2v"}, {"gamma": 0.2, "stage": "t2v"}]))
     rows = tables(plan, {n: {"videos": 4, **{m: 0.5 for m in METRICS}} for n, _ in plan.settings})
-    assert rows[0].table == ("Table 1: VCD (no setting has the paper's gamma 0.1, stage \"tiled\", masked true; ours "
-                             "is 'gamma 0.0, stage \"t2v\"')")
+    assert rows[0].table == ("Table 1: VCD (no setting has the paper's gamma 0.1, stage tiled, masked true; ours "
+                             "is 'gamma 0.0, stage t2v')")
     gamma = [r for r in rows if r.table.startswith("Table 2")]
-    assert gamma[0].table.endswith("stage \"t2v\", masked true") and [r.label for r in gamma] == [
+    assert gamma[0].table.endswith("stage t2v, masked true") and [r.label for r in gamma] == [
         "gamma 0", "gamma 0", "gamma 0.2", "gamma 0.2"]
 
 

@@ -17,16 +17,14 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding vcd_dif
 class InProcess:
     """One job after another in this process (models stay loaded between runs)."""
 
-    name = "inprocess"
-
     def map(self, fn: Callable[..., Any], jobs: Iterable[tuple]) -> Iterator[Any]:
         for args in jobs:
             yield fn(*args)
 
 
 def connect_ray(address: str | None = None, workers: int | None = None) -> None:
-    """Join the Ray cluster at ``address`` (``auto``, ``ray://host:10001``), or start a local one with ``workers``
-    CPUs; workers get this package on their path and run offline. Does nothing when Ray is already connected."""
+    """Join the Ray cluster at ``address`` (``auto``, ``ray://host:10001``; its nodes need vcd_diffusers installed),
+    or start a local one with ``workers`` CPUs (they import this checkout); workers run offline. Does nothing when Ray is already connected."""
     try:
         import ray
     except ImportError:
@@ -34,6 +32,7 @@ def connect_ray(address: str | None = None, workers: int | None = None) -> None:
                            "inprocess") from None
     if ray.is_initialized():
         return
+    # workers start in the driver's folder, not with its sys.path: give them the folder this package is in
     path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {"PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     ray.init(address=address, num_cpus=workers if address is None else None, runtime_env={"env_vars": env},
@@ -43,8 +42,6 @@ def connect_ray(address: str | None = None, workers: int | None = None) -> None:
 class RayTasks:
     """One Ray task per job (one CPU each, and one GPU each when the cluster has GPUs), gathered as they finish.
     The first failure cancels the jobs not yet started and is raised; finished jobs stay finished."""
-
-    name = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None) -> None:
         self.address, self.workers = address, workers

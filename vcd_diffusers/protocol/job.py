@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .executors import InProcess
+from .executors import InProcess, RayTasks
 from .plan import Plan
-from .store import Runner, Trainer, execute_run, identity_path, job_lock, read_record, remove_partials, \
-    train_identity_once
+from .store import Runner, Trainer, execute_run, execute_training, identity_path, job_lock, read_record, \
+    remove_partials
 
 Progress = Callable[[str, int, int, str], None]  # (phase "identities" | "runs", done, total, id)
 
 
-def run_protocol(plan: Plan, out: str | Path, runner: Runner, trainer: Trainer, executor=None,
-                 progress: Progress | None = None) -> list[dict]:
+def run_protocol(plan: Plan, out: str | Path, runner: Runner, trainer: Trainer,
+                 executor: InProcess | RayTasks | None = None, progress: Progress | None = None) -> list[dict]:
     """Run what is not finished yet and return every run's record in plan order (the same table whichever
     executor ran them). Finished runs are skipped; a killed job loses at most the runs in flight."""
     out = Path(out).resolve()
@@ -22,7 +22,7 @@ def run_protocol(plan: Plan, out: str | Path, runner: Runner, trainer: Trainer, 
     with job_lock(out):
         remove_partials(out)
         identities = [i for i in plan.identities if not identity_path(out, i.id).is_file()]
-        for done, path in enumerate(executor.map(train_identity_once, [(i, out, trainer) for i in identities]), 1):
+        for done, path in enumerate(executor.map(execute_training, [(i, out, trainer) for i in identities]), 1):
             if progress:
                 progress("identities", done, len(identities), path.parent.name)
         records = {spec.id: read_record(out, spec) for spec in plan.runs}

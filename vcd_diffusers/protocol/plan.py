@@ -16,6 +16,7 @@
     name = "mona"
     class_word = "woman"
     embedding = "embeddings/mona.pt"      # or photos = "photos/mona" (trained first, once per training setting)
+                                          # + masks = "masks/mona" (white = person, named like the photos)
     references = "refs/mona"              # the photos DINO and CLIP-I compare with
 
     [[settings]]                    # one entry per column of the ablation; name is optional
@@ -35,9 +36,13 @@ import json
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from vcd_core import tiling
+
+from ..commands import mask_for
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 STAGES = ("t2v", "face", "tiled")  # T2V VCD; + Face VCD; + Face VCD and Tiled VCD
@@ -88,7 +93,7 @@ def _text(value: Any) -> str | None:
 
 
 SETTINGS: dict[str, Setting] = {
-    "gamma": Setting(0.1, _number(0, 1), "3D noise prior correlation between frames (0 = i.i.d.)"),
+    "gamma": Setting(0.1, _number(0, 1), "T2V's 3D noise prior: correlation between frames (0 = i.i.d.)"),
     "stage": Setting("tiled", _choice(STAGES), "how far the pipeline goes: t2v, face (+Face VCD), tiled (+Tiled VCD)"),
     "frames": Setting(16, _number(1, 1024, integer=True), "video length"),
     "width": Setting(512, _multiple_of_8, "T2V width in pixels"),
@@ -102,19 +107,20 @@ SETTINGS: dict[str, Setting] = {
     "tiled_denoise": Setting(0.2, _number(0, 1, low_open=True), "Tiled VCD denoise"),
     "tiled_steps": Setting(20, _number(1, 1000, integer=True), "Tiled VCD steps"),
     "tile_size": Setting(512, _multiple_of_8, "Tiled VCD tile size in pixels"),
+    "tile_overlap": Setting(64, _number(0, 4096, integer=True), "Tiled VCD tile overlap in pixels"),
     "masked": Setting(True, _boolean, "identity training loss masked to the subject (false: whole photo)", training=True),
     "train_steps": Setting(200, _number(1, 100000, integer=True), "identity training steps", training=True),
     "train_resolution": Setting(512, _multiple_of_8, "identity training resolution", training=True),
 }
 MODEL_KEYS = {
-    "checkpoint": "SD1.5 single-file checkpoint (or a diffusers folder)",
+    "checkpoint": "original single-file SD1.5 checkpoint (.safetensors or .ckpt)",
     "motion_module": "AnimateDiff motion module (mm_sd_v15_v2.ckpt)",
     "dino": "Hugging Face folder of the DINO encoder (DINO and its per-video score)",
     "clip": "Hugging Face folder of the CLIP encoder (CLIP-I, CLIP-T, temporal consistency)",
-    "segmenter": "folder of GroundingDINO + SAM for masked identity training (photos subjects)",
+    "config_dir": "folder of component configs for models of another size (default: SD1.5's, shipped)",
 }
 REQUIRED_MODELS = ("checkpoint", "motion_module", "dino", "clip")
-SUBJECT_KEYS = {"name", "class_word", "embedding", "photos", "references"}
+SUBJECT_KEYS = {"name", "class_word", "embedding", "photos", "masks", "references"}
 TOP_KEYS = {"prompts", "seeds", "models", "defaults", "subjects", "settings"}
 
 
@@ -142,6 +148,7 @@ class Subject:
     references: str  # absolute folder of reference photos
     embedding: str | None = None  # absolute embedding file, or None when trained from photos
     photos: str | None = None  # absolute folder of training photos
+    masks: str | None = None  # absolute folder of their subject masks (white = person), named like the photos
     inputs_digest: str = ""  # of the embedding or the photos: part of every id that uses them
 
 
@@ -179,7 +186,7 @@ class Plan:
     source: str  # the plan file
     runs: list[RunSpec]
     identities: list[IdentitySpec]
-    settings: list[tuple[str, dict]] = field(default_factory=list)  # (name, overrides) in plan order
+    settings: list[tuple[str, dict]]  # (name, resolved settings) in plan order
 
 
 def _fail(source: Path, entry: str, problem: str) -> PlanError:
@@ -255,17 +262,27 @@ def _subject(source: Path, index: int, data: Any) -> Subject:
     references = _path(source, entry, "references", data.get("references"), "folder")
     _images(source, entry, "references", references)
     if "embedding" in data:
+        if "masks" in data:
+            raise _fail(source, entry, "masks are for training from photos; this subject has an embedding file")
         embedding = _path(source, entry, "embedding", data["embedding"], "file")
         return Subject(name, class_word, str(references), embedding=str(embedding),
                        inputs_digest=_file_digest([embedding]))
     photos = _path(source, entry, "photos", data["photos"], "folder")
-    return Subject(name, class_word, str(references), photos=str(photos),
-                   inputs_digest=_file_digest(_images(source, entry, "photos", photos)))
+    inputs = _images(source, entry, "photos", photos)
+    masks = None
+    if "masks" in data:
+        masks = _path(source, entry, "masks", data["masks"], "folder")
+        try:
+            inputs += [mask_for(photo, masks) for photo in list(inputs)]
+        except FileNotFoundError as error:
+            raise _fail(source, entry, f"masks: {str(error).split(': ', 1)[1]}") from None
+    return Subject(name, class_word, str(references), photos=str(photos), masks=masks and str(masks),
+                   inputs_digest=_file_digest(inputs))
 
 
 def describe(options: dict) -> str:
-    """``gamma 0.1, masked false``: settings as a plan writes them (a setting's default name, report headings)."""
-    return ", ".join(f"{k} {json.dumps(v) if isinstance(v, (bool, str)) else v}" for k, v in options.items())
+    """``gamma 0.1, stage t2v, masked false``: settings in words (a setting's default name, report headings)."""
+    return ", ".join(f"{k} {json.dumps(v) if isinstance(v, bool) else v}" for k, v in options.items())
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -339,9 +356,15 @@ def load_plan(path: str | Path) -> Plan:
         if training and not any(s.photos for s in subjects):
             raise _fail(source, entry, f"sets {', '.join(training)}, which only changes identities trained from "
                                        "photos, and every subject has an embedding file")
-        if resolved["masked"] and any(s.photos for s in subjects) and "segmenter" not in models:
-            raise _fail(source, entry, "trains identities with masked = true, which needs models.segmenter (a "
-                                       "folder of GroundingDINO + SAM); or set masked = false")
+        try:  # Tiled VCD's own check, here rather than after hours of runs
+            tiling.check_tiling(resolved["tile_size"], resolved["tile_overlap"], 1)
+        except ValueError as error:
+            raise _fail(source, entry, str(error).replace("overlap", "tile_overlap", 1)) from None
+        unmasked = [s.name for s in subjects if s.photos and not s.masks]
+        if resolved["masked"] and unmasked:
+            raise _fail(source, entry, f"trains with masked = true, which needs masks (a folder of subject masks, "
+                                       f"white = person, named like the photos) for subject '{unmasked[0]}'; or "
+                                       "set masked = false")
         settings.append((name, resolved))
 
     identities: dict[str, IdentitySpec] = {}
@@ -354,7 +377,7 @@ def load_plan(path: str | Path) -> Plan:
                     if subject.photos:
                         training = {k: v for k, v in resolved.items() if SETTINGS[k].training}
                         key = dict(subject=subject.name, photos=subject.inputs_digest, options=training,
-                                   checkpoint=model_names["checkpoint"], segmenter=model_names.get("segmenter"))
+                                   models={k: model_names.get(k) for k in ("checkpoint", "config_dir")})
                         identity_id = f"{slug(subject.name)}.{_digest(key)[:10]}"
                         identities.setdefault(identity_id, IdentitySpec(identity_id, subject, training, models))
                     key = dict(subject=subject.name, class_word=subject.class_word, inputs=subject.inputs_digest,

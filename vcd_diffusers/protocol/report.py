@@ -8,7 +8,6 @@ such settings, else at the first setting's.
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vcd_core import files
+
+from ..video_io import write_table
 from . import paper
 from .plan import STAGES, Plan, describe
-from .store import METRICS, write_replacing
+from .store import METRICS
 
 ABLATIONS = {  # key -> (title, paper numbers by value, row label)
     "gamma": ("Table 2: 3D noise prior, gamma", paper.GAMMA, lambda v: f"gamma {v:g}"),
@@ -96,18 +98,14 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
-def _csv(fields: list[str], rows: list[dict]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue().encode()
+def write_replacing(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all, replacing the last report's copy."""
+    files.write_atomic(path, lambda temp: Path(temp).write_bytes(data), overwrite=True)
 
 
-def per_video(plan: Plan, records: Sequence[dict | None]) -> tuple[list[str], list[dict]]:
+def per_video(plan: Plan, records: Sequence[dict | None]) -> list[dict]:
     """One row per finished video: what it was (subject, prompt, seed, setting and the keys that vary) and its scores."""
     varying = _varying_keys(plan)
-    fields = ["id", "subject", "prompt", "seed", "setting", *varying, *METRICS, "seconds", "outputs"]
     rows = []
     for spec, record in zip(plan.runs, records):
         if record is None:
@@ -116,7 +114,7 @@ def per_video(plan: Plan, records: Sequence[dict | None]) -> tuple[list[str], li
                      "setting": spec.setting, **{k: spec.options[k] for k in varying},
                      **{m: record["scores"][m] for m in METRICS}, "seconds": record["seconds"],
                      "outputs": " ".join(record["outputs"])})
-    return fields, rows
+    return rows
 
 
 def markdown(plan: Plan, records: Sequence[dict | None], means: dict[str, dict], rows: list[Row]) -> str:
@@ -199,17 +197,16 @@ def write_report(plan: Plan, records: Sequence[dict | None], out: Path) -> dict[
     are derived from the run records, so each report replaces the last). Returns the paths by kind."""
     means = setting_means(plan, records)
     rows = tables(plan, means)
-    fields, videos = per_video(plan, records)
+    videos = per_video(plan, records)
     varying = _varying_keys(plan)
     summary = [{"setting": name, **{k: o[k] for k in varying}, **means[name]} for name, o in plan.settings]
-    table_fields = ["table", "row", "source", "setting", "videos", *METRICS]
     table_rows = [{"table": r.table, "row": r.label, "source": r.source, "setting": r.setting, "videos": r.videos,
                    **{m: r.scores.get(m) for m in METRICS}} for r in rows]
     paths = {"scores": out / "scores.csv", "summary": out / "summary.csv", "markdown": out / "summary.md",
              "tables": out / "tables.csv", "chart": out / "summary.png"}
-    write_replacing(paths["scores"], _csv(fields, videos))
-    write_replacing(paths["summary"], _csv(["setting", *varying, "videos", *METRICS], summary))
+    write_table(videos, paths["scores"], overwrite=True)
+    write_table(summary, paths["summary"], overwrite=True)
+    write_table(table_rows, paths["tables"], overwrite=True)
     write_replacing(paths["markdown"], markdown(plan, records, means, rows).encode())
-    write_replacing(paths["tables"], _csv(table_fields, table_rows))
     write_replacing(paths["chart"], chart(rows))
     return paths

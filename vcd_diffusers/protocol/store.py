@@ -2,7 +2,8 @@
 
     OUT/runs/ID.json      one finished run: its spec, scores, output files, time (written last, atomically)
     OUT/runs/ID/          that run's outputs (the video of each stage), renamed into place whole
-    OUT/identities/ID/    one trained identity (embedding + loss), renamed into place whole
+    OUT/identities/ID/    one trained identity (identity.safetensors, its metadata holding the losses), renamed
+                          into place whole
 
 A run counts as finished only once its JSON exists, so a kill at any point loses at most the runs in
 flight; their half-written folders (``.ID.partial-PID``) are removed when the job starts again.
@@ -22,20 +23,13 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from vcd_core import files
-
+from ..video_io import write_json
 from .plan import IdentitySpec, RunSpec
 
 METRICS = ("dino", "clip_i", "clip_t", "temporal_consistency", "motion")  # what every run's scores hold
 Runner = Callable[[RunSpec, Path], dict]  # (run, its empty output folder) -> scores
 Trainer = Callable[[IdentitySpec, Path], None]  # (identity, its empty output folder): writes identity.safetensors
 IDENTITY_FILE = "identity.safetensors"
-
-
-def write_replacing(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all, replacing what is there (records and reports are only ever replaced
-    by a newer copy of themselves)."""
-    files.write_atomic(path, lambda temp: Path(temp).write_bytes(data), overwrite=True)
 
 
 def run_record_path(out: Path, run_id: str) -> Path:
@@ -63,14 +57,11 @@ def job_lock(out: Path) -> Iterator[None]:
         yield
 
 
-def remove_partials(out: Path) -> list[str]:
-    """Delete what runs killed mid-way left (only call it holding the job lock); returns their names."""
-    removed = []
+def remove_partials(out: Path) -> None:
+    """Delete what runs killed mid-way left (only call it holding the job lock)."""
     for folder in (out / "runs", out / "identities"):
         for path in folder.glob(".*.partial-*") if folder.is_dir() else ():
             shutil.rmtree(path, ignore_errors=True)
-            removed.append(path.name)
-    return removed
 
 
 def read_record(out: Path, spec: RunSpec) -> dict | None:
@@ -136,15 +127,13 @@ def execute_run(spec: RunSpec, out: Path, runner: Runner) -> dict:
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }
-    write_replacing(run_record_path(out, spec.id), (json.dumps(record, indent=1) + "\n").encode())
+    write_json(record, run_record_path(out, spec.id), overwrite=True)  # only ever over a killed run's leftover
     return record
 
 
-def train_identity_once(spec: IdentitySpec, out: Path, trainer: Trainer) -> Path:
-    """Train one identity into OUT/identities/ID/ unless it is there; returns its embedding file."""
+def execute_training(spec: IdentitySpec, out: Path, trainer: Trainer) -> Path:
+    """Train one identity into OUT/identities/ID/ (renamed into place whole); returns its embedding file."""
     target = identity_path(out, spec.id)
-    if target.is_file():
-        return target
 
     def fill(folder: Path) -> None:
         trainer(spec, folder)
