@@ -145,6 +145,35 @@ def artifacts() -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny models on a
+    shared CPU run several times faster without the second thread's synchronisation."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_files(inproc, tmp_path_factory):
+    """The diffusers library's tiny model files (devtools.tiny_diffusers): configs, an original-layout checkpoint
+    ComfyUI saved from the tiny MODEL / CLIP / VAE (.safetensors and .ckpt) and a motion module."""
+    from devtools import tiny_diffusers
+
+    return tiny_diffusers.tiny_files(tmp_path_factory.getbasetemp() / "vcd_diffusers", inproc.tiny)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_files):
+    """``tiny_files`` loaded by the library (CPU, float32), shared: tests must not change them."""
+    from devtools import tiny_diffusers
+
+    return tiny_diffusers.tiny_models(tiny_files)
+
+
 @pytest.fixture(scope="session")
 def read_video():
     """Read a saved video: ``(codec, RGB frames as PIL images)``; mp4 through PyAV (what ComfyUI's video nodes use),

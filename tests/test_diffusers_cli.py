@@ -1,0 +1,208 @@
+"""The ``vcd`` command end to end on tiny models (CPU, seeded, a real motion module): train-id -> generate ->
+refine-face -> upscale -> evaluate, with the files an artist opens; --help examples; the console script; outputs
+never overwritten unless asked; bad inputs as one-line errors naming what to fix."""
+
+import csv
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+from devtools import tiny_encoders
+from vcd_core import embedding_io
+from vcd_diffusers import cli
+from vcd_diffusers.loading import CONFIGS
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ("train-id", "generate", "refine-face", "upscale", "evaluate")
+
+
+# one torch thread (conftest); diffusers 0.42 hands numpy 2 a tensor in its schedulers (their warning)
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")]
+
+@pytest.fixture()
+def vcd(capsys):
+    """``vcd(*args)`` -> (exit code, stdout, stderr) of the command run in this process."""
+
+    def run(*args):
+        code = cli.main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def models_args(tiny_files, motion=True):
+    return ["--checkpoint", tiny_files.checkpoint, *(["--motion-module", tiny_files.motion_module] if motion else []),
+            "--config-dir", tiny_files.config_dir, "--device", "cpu"]
+
+
+def save_png(array: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def read_png_frames(folder: Path) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))) for p in sorted(folder.glob("*.png"))])
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_examples(capsys, command):
+    with pytest.raises(SystemExit) as exited:
+        cli.main([command, "--help"])
+    text = capsys.readouterr().out
+    assert exited.value.code == 0 and "examples:" in text and f"vcd {command}" in text.split("examples:")[1]
+
+
+def test_the_console_script_and_package_data_are_declared():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    module, _, function = project["project"]["scripts"]["vcd"].partition(":")
+    assert (module, function) == ("vcd_diffusers.cli", "main") and cli.main.__name__ == "main"
+    setuptools = project["tool"]["setuptools"]
+    assert {"vcd_core", "vcd_diffusers"} <= set(setuptools["packages"])
+    shipped = {str(p.relative_to(CONFIGS.parent)) for p in CONFIGS.rglob("*") if p.is_file()}
+    patterns = setuptools["package-data"]["vcd_diffusers"]
+    assert all(any(Path(f).match(p) for p in patterns) for f in shipped) and len(shipped) == 10
+    assert any("diffusers" in d for d in project["project"]["optional-dependencies"]["diffusers"])
+
+
+def test_python_dash_m_runs_the_command():
+    done = subprocess.run([sys.executable, "-m", "vcd_diffusers", "generate", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--motion-module" in done.stdout and "examples:" in done.stdout
+
+
+def test_train_generate_refine_upscale_evaluate(vcd, tiny_files, tmp_path, read_video):
+    photo = skimage.data.astronaut()
+    for i, picture in enumerate((photo, photo[:, ::-1], np.roll(photo, 40, axis=0))):
+        save_png(np.ascontiguousarray(picture), tmp_path / "photos" / f"astro{i}.png")
+        mask = np.zeros(photo.shape[:2], np.uint8)
+        mask[40:300, 120:380] = 255
+        save_png(mask, tmp_path / "masks" / f"astro{i}.png")
+    identity_file = tmp_path / "ids" / "astro.safetensors"
+    code, out, err = vcd("train-id", tmp_path / "photos", "--masks", tmp_path / "masks", *models_args(tiny_files, motion=False),
+                         "--class-word", "woman", "--steps", 3, "--batch-size", 2, "--lr", 1e-2, "--resolution", 64,
+                         "--out", identity_file, "--losses", tmp_path / "ids" / "losses.csv")
+    assert code == 0, err
+    trained = embedding_io.read_embedding(identity_file)
+    assert (trained.tokens, trained.width) == (4, 768) and trained.metadata["prompt"] == "embedding:astro woman"
+    assert trained.metadata["references"] == "3" and len((tmp_path / "ids" / "losses.csv").read_text().split()) == 4
+    assert "train-id" in err and "embedding:astro woman" in out
+
+    prompt = ["--identity", identity_file, "--prompt", "a photo of {identity} woman"]
+    code, out, err = vcd("generate", *models_args(tiny_files), *prompt, "--frames", 8, "--width", 64, "--height", 64,
+                         "--steps", 3, "--out", tmp_path / "t2v.mp4", "--frames-dir", tmp_path / "t2v")
+    assert code == 0, err
+    codec, mp4_frames = read_video(tmp_path / "t2v.mp4")
+    assert codec == "h264" and len(mp4_frames) == 8 and mp4_frames[0].size == (64, 64) and "generate" in err
+    t2v = read_png_frames(tmp_path / "t2v")
+    assert t2v.shape == (8, 64, 64, 3) and (t2v[1:].float() - t2v[:-1].float()).abs().mean() > 0
+
+    face = np.zeros((64, 64), np.uint8)
+    face[20:44, 24:40] = 255
+    code, out, err = vcd("refine-face", tmp_path / "t2v", *models_args(tiny_files), *prompt, "--mask",
+                         save_png(face, tmp_path / "face.png"), "--guide-size", 64, "--steps", 2,
+                         "--out", tmp_path / "face.webp", "--frames-dir", tmp_path / "face")
+    assert code == 0, err
+    refined = read_png_frames(tmp_path / "face")
+    _, webp_frames = read_video(tmp_path / "face.webp")
+    assert torch.equal(torch.stack([torch.from_numpy(np.array(f)) for f in webp_frames]), refined)  # lossless
+    outside = torch.from_numpy(face == 0)
+    assert torch.equal(refined[:, outside], t2v[:, outside]) and not torch.equal(refined, t2v)
+
+    code, out, err = vcd("upscale", tmp_path / "face", *models_args(tiny_files), *prompt, "--tile-size", 64,
+                         "--overlap", 16, "--steps", 2, "--out", tmp_path / "up.mp4")
+    assert code == 0, err
+    codec, upscaled = read_video(tmp_path / "up.mp4")
+    assert codec == "h264" and len(upscaled) == 8 and upscaled[0].size == (128, 128)
+
+    dino = tiny_encoders.save_tiny_dino(tmp_path / "dino")
+    clip = tiny_encoders.save_tiny_clip(tmp_path / "clip", CONFIGS / "tokenizer")
+    code, out, err = vcd("evaluate", tmp_path / "t2v.mp4", tmp_path / "up.mp4", "--references", tmp_path / "photos",
+                         "--prompt", "a photo of {identity} woman", "--dino", dino, "--clip", clip,
+                         "--out", tmp_path / "scores.csv")
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / "scores.csv").open()))
+    assert [Path(r["video"]).name for r in rows] == ["t2v.mp4", "up.mp4"]
+    for row in rows:
+        assert row["prompt"] == "a photo of woman" and row["frames"] == "8"
+        assert all(-1 <= float(row[m]) <= 1 for m in ("dino", "clip_i", "clip_t", "temporal_consistency"))
+        assert float(row["motion"]) > 0
+
+
+def test_existing_outputs_are_refused_before_any_work(vcd, tiny_files, tmp_path, monkeypatch):
+    taken = tmp_path / "taken.webp"
+    taken.write_bytes(b"an artist's file")
+    monkeypatch.setattr(cli, "load_models", lambda args: pytest.fail("models were loaded before the output check"))
+    code, _, err = vcd("generate", *models_args(tiny_files), "--prompt", "a photo", "--out", taken)
+    assert code == 2 and "taken.webp already exists" in err and taken.read_bytes() == b"an artist's file"
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "frame_00000.png").write_bytes(b"x")
+    code, _, err = vcd("generate", *models_args(tiny_files), "--prompt", "a photo", "--out", tmp_path / "new.webp",
+                       "--frames-dir", tmp_path / "frames")
+    assert code == 2 and "frame_00000.png already exists" in err and not (tmp_path / "new.webp").exists()
+
+
+def test_overwrite_replaces_the_output(vcd, tiny_files, tmp_path):
+    taken = tmp_path / "taken.webp"
+    taken.write_bytes(b"old")
+    code, _, err = vcd("generate", *models_args(tiny_files), "--prompt", "a photo", "--frames", 2, "--width", 64,
+                       "--height", 64, "--steps", 1, "--out", taken, "--overwrite", "--quiet")
+    assert code == 0, err
+    assert Image.open(taken).n_frames == 2 and "generate" not in err  # --quiet: no bar
+
+
+def wide_identity(tmp_path):
+    return embedding_io.write_embedding(tmp_path, "sdxl_face", embedding_io.Embedding(torch.zeros(4, 1280)))
+
+
+@pytest.mark.parametrize("case, args, message", [
+    ("missing checkpoint", lambda f, t: ["generate", "--checkpoint", t / "none.safetensors", "--motion-module",
+                                         f.motion_module, "--prompt", "x", "--out", t / "o.webp"],
+     r"vcd generate: error: checkpoint: no file at .*none.safetensors; check the path."),
+    ("missing motion module", lambda f, t: ["generate", "--checkpoint", f.checkpoint, "--config-dir", f.config_dir,
+                                            "--motion-module", t / "mm.ckpt", "--prompt", "x", "--out", t / "o.webp"],
+     r"vcd generate: error: motion module: no file at .*mm.ckpt"),
+    ("wide identity", lambda f, t: ["generate", *models_args(f), "--identity", wide_identity(t), "--prompt",
+                                    "a {identity}", "--out", t / "o.webp"],
+     r"identity: sdxl_face.safetensors holds 4 vectors 1280 wide, but this checkpoint's text encoder takes 768"),
+    ("prompt without marker", lambda f, t: ["generate", *models_args(f), "--identity", embedding_io.write_embedding(
+        t, "me", embedding_io.Embedding(torch.zeros(4, 768))), "--prompt", "a photo", "--out", t / "o.webp"],
+     r"prompt: write \{identity\} where the person goes"),
+    ("too many frames", lambda f, t: ["generate", *models_args(f), "--prompt", "x", "--frames", 40, "--out",
+                                      t / "o.webp"], r"frames must be 1 to 32 \(the motion module's position"),
+    ("odd size", lambda f, t: ["generate", *models_args(f), "--prompt", "x", "--width", 60, "--out", t / "o.webp"],
+     r"height and width must be positive multiples of 8 \(got 60x512\)"),
+    ("video suffix", lambda f, t: ["generate", *models_args(f), "--prompt", "x", "--out", t / "o.avi"],
+     r"--out: o.avi must end in .mp4, .webp, .gif"),
+    ("karras ddim", lambda f, t: ["generate", *models_args(f), "--prompt", "x", "--sampler", "ddim", "--karras",
+                                  "--out", t / "o.webp"], r"karras sigmas work with euler and dpmpp_2m, not ddim"),
+    ("denoise", lambda f, t: ["refine-face", t, *models_args(f), "--prompt", "x", "--denoise", 0, "--out",
+                              t / "o.webp"], r"denoise must be in \(0, 1\]"),
+    ("missing input", lambda f, t: ["upscale", t / "clip.mp4", *models_args(f), "--prompt", "x", "--out",
+                                    t / "o.webp"], r"vcd upscale: error: input: no file or folder at .*clip.mp4"),
+    ("tile size", lambda f, t: ["upscale", save_png(np.zeros((64, 64, 3), np.uint8), t / "f.png"), *models_args(f),
+                                "--prompt", "x", "--tile-size", 60, "--out", t / "o.webp"],
+     r"tile_size must be a multiple of 8 and at least 64 px \(got 60\)"),
+    ("identity suffix", lambda f, t: ["train-id", t, *models_args(f, motion=False), "--out", t / "me.pt"],
+     r"--out: me.pt must end in .safetensors"),
+    ("no photos", lambda f, t: ["train-id", t, *models_args(f, motion=False), "--out", t / "me.safetensors"],
+     r"photos: .* holds no images"),
+    ("missing mask", lambda f, t: ["train-id", save_png(np.zeros((64, 64, 3), np.uint8), t / "p" / "a.png"),
+                                   "--masks", t, *models_args(f, motion=False), "--out", t / "me.safetensors"],
+     r"--masks: no mask for a.png in .* \(expected a.png\)"),
+    ("no references", lambda f, t: ["evaluate", t / "v.webp", "--references", t, "--prompt", "x", "--dino", t,
+                                    "--clip", t], r"references: no reference images in"),
+])
+def test_bad_inputs_are_one_line_errors(vcd, tiny_files, tmp_path, case, args, message):
+    code, out, err = vcd(*args(tiny_files, tmp_path))
+    assert code == 2 and "Traceback" not in err and re.search(message, err), err

@@ -1,0 +1,283 @@
+"""The ``vcd`` subcommands: train-id, generate, refine-face, upscale, evaluate (registered with ``cli.register``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from . import cli
+
+
+def add_refine_inputs(parser: argparse.ArgumentParser) -> None:
+    """What the refine stages start from: the input video, the models and the prompt with its identity."""
+    parser.add_argument("input", type=Path, help="the input video: mp4 (needs PyAV), animated WEBP/GIF, or a folder "
+                        "of PNG frames")
+    cli.add_model_options(parser)
+    cli.add_prompt_options(parser)
+
+
+# ---- train-id -------------------------------------------------------------------------------------------------
+
+def configure_train(parser: argparse.ArgumentParser) -> None:
+    cli.add_model_options(parser, motion=False)
+    parser.add_argument("photos", nargs="+", type=Path, help="photos of the person, or folders of them")
+    parser.add_argument("--masks", type=Path, help="folder of subject masks (white = person) named like the photos; "
+                        "without it the loss covers the whole photo")
+    parser.add_argument("--out", type=Path, required=True, help="the identity file, NAME.safetensors")
+    parser.add_argument("--class-word", default="man", help="what the person is: man, woman, person ... (%(default)s)")
+    parser.add_argument("--tokens", type=int, default=4, help="new tokens to learn (the paper: 4)")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (%(default)s)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resolution", type=int, default=512, help="training image size (%(default)s)")
+    parser.add_argument("--no-augment", dest="augment", action="store_false",
+                        help="no flips, rotations or zooms")
+    parser.add_argument("--no-gradient-checkpointing", dest="checkpointing", action="store_false",
+                        help="keep UNet activations (faster, much more memory)")
+    parser.add_argument("--losses", type=Path, help="also write the loss per step as CSV")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing identity file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def photo_files(paths: list[Path]) -> list[Path]:
+    from vcd_core.evaluate import IMAGE_SUFFIXES
+
+    files = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ValueError(f"photos: {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"photos: no file or folder at {path}.")
+    return files
+
+
+def mask_for(photo: Path, folder: Path) -> Path:
+    matches = sorted(p for p in folder.glob(f"{photo.stem}.*") if p.is_file())
+    if not matches:
+        raise FileNotFoundError(f"--masks: no mask for {photo.name} in {folder} (expected {photo.stem}.png).")
+    return matches[0]
+
+
+def run_train(args: argparse.Namespace) -> None:
+    import torch
+
+    from vcd_core import embedding_io, identity
+    from vcd_core.files import exists_error
+
+    from .train import train_identity
+    from .video_io import read_frames, read_masks, write_table
+
+    if args.out.suffix != ".safetensors":
+        raise ValueError(f"--out: {args.out.name} must end in .safetensors (the file ComfyUI and vcd read).")
+    name = embedding_io.check_name(args.out.stem)
+    for path in (args.out, args.losses):
+        if path is not None and path.exists() and not args.overwrite:
+            raise exists_error(path)
+    config = identity.TrainConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed)
+    files = photo_files(args.photos)
+    photos = [read_frames(path, "photos")[0] for path in files]
+    masks = None
+    if args.masks is not None:
+        masks = [read_masks(mask_for(path, args.masks), "--masks")[0] for path in files]
+    args.dtype = "fp32"  # training keeps fp32 weights; CUDA runs it under autocast
+    models = cli.load_models(args)
+    progress = cli.Progress("train-id", args.quiet)
+    trained = train_identity(models, photos, masks, name=name, class_word=args.class_word, tokens=args.tokens,
+                             config=config, resolution=args.resolution, augment=args.augment,
+                             gradient_checkpointing=args.checkpointing,
+                             callback=lambda step, loss: progress(step + 1, config.steps, loss=f"{loss:.4f}"))
+    if trained.left_out:
+        print(f"warning: the masks of {[files[i].name for i in trained.left_out]} are empty; those photos were "
+              "left out.")
+    path = embedding_io.write_embedding(args.out.parent, name, trained.embedding, overwrite=args.overwrite)
+    losses = json.loads(trained.embedding.metadata["losses"])
+    if args.losses is not None:
+        write_table([{"step": i + 1, "loss": loss} for i, loss in enumerate(losses)], args.losses, args.overwrite)
+    print(f"wrote {path} ({trained.embedding.tokens} tokens x {trained.embedding.width}, final loss "
+          f"{torch.tensor(losses[-10:]).mean():.4f} over the last {min(10, len(losses))} steps)")
+    print(f"use it: vcd generate --identity {path} --prompt 'a photo of {{identity}} {args.class_word.strip()} ...'; "
+          f"in ComfyUI put it under models/embeddings and write '{identity.snippet(name, args.class_word.strip())}'")
+
+
+cli.register(cli.Command(
+    "train-id", "learn an identity embedding (the ID module) from a few photos of a person",
+    "  vcd train-id photos/ --checkpoint realisticVisionV51.safetensors --class-word woman --out ids/mona.safetensors\n"
+    "  vcd train-id a.jpg b.jpg c.jpg --masks masks/ --checkpoint sd15.safetensors --steps 200 --out ids/me.safetensors\n",
+    configure_train, run_train))
+
+
+# ---- generate -------------------------------------------------------------------------------------------------
+
+def configure_generate(parser: argparse.ArgumentParser) -> None:
+    from .pipeline import T2V
+
+    cli.add_model_options(parser)
+    cli.add_prompt_options(parser)
+    parser.add_argument("--frames", type=int, default=16, help="video length (the motion module covers up to 32)")
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--height", type=int, default=512)
+    cli.add_sampling_options(parser, T2V, denoise=False)
+    cli.add_output_options(parser, "generate")
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    from .pipeline import T2V, generate
+
+    settings = cli.sampling(args, T2V)
+    cli.check_outputs(args)
+    models = cli.load_models(args)
+    frames = generate(models, args.prompt, negative=args.negative, identity=cli.identity(args, models),
+                      frames=args.frames, height=args.height, width=args.width, settings=settings,
+                      callback=cli.Progress("generate", args.quiet))
+    cli.write_outputs(frames, args)
+
+
+cli.register(cli.Command(
+    "generate", "T2V VCD: a video of the identity from the 3D Gaussian noise prior (SD1.5 + AnimateDiff)",
+    "  vcd generate --checkpoint realisticVisionV51.safetensors --motion-module mm_sd_v15_v2.ckpt \\\n"
+    "      --identity ids/mona.safetensors --prompt 'a photo of {identity} woman walking in a garden' --out mona.mp4\n"
+    "  vcd generate ... --gamma 0 --seed 3 --frames 16 --out iid_noise.webp   # the ablation's i.i.d. noise\n",
+    configure_generate, run_generate))
+
+
+# ---- refine-face ----------------------------------------------------------------------------------------------
+
+def configure_face(parser: argparse.ArgumentParser) -> None:
+    from vcd_core.face import CROP_MODES
+
+    from .face import FACE
+
+    add_refine_inputs(parser)
+    parser.add_argument("--mask", type=Path, help="face masks (white = face): one image for all frames, an animated "
+                        "image/video or a folder with one per frame; default: detected (OpenCV Haar)")
+    parser.add_argument("--crop-factor", type=float, default=3.0, help="window side = face box side x this (paper 3)")
+    parser.add_argument("--guide-size", type=int, default=512, help="small crops are upscaled to this side")
+    parser.add_argument("--max-size", type=int, default=1024, help="crops are never denoised above this side")
+    parser.add_argument("--feather", type=int, default=5, help="soft edge of the paste mask, in pixels")
+    parser.add_argument("--crop-mode", choices=CROP_MODES, default="union",
+                        help="union: one window for all frames (the paper); per_frame_smoothed: windows follow the face")
+    cli.add_sampling_options(parser, FACE)
+    cli.add_output_options(parser, "refine-face")
+
+
+def run_face(args: argparse.Namespace) -> None:
+    from .face import FACE, refine_face
+    from .video_io import read_frames, read_masks
+
+    settings = cli.sampling(args, FACE)
+    cli.check_outputs(args)
+    frames = read_frames(args.input, "input")
+    masks = read_masks(args.mask, "--mask") if args.mask is not None else None
+    models = cli.load_models(args)
+    result = refine_face(models, frames, args.prompt, masks=masks, negative=args.negative,
+                         identity=cli.identity(args, models), crop_factor=args.crop_factor,
+                         guide_size=args.guide_size, max_size=args.max_size, feather=args.feather,
+                         crop_mode=args.crop_mode, settings=settings,
+                         callback=cli.Progress("refine-face", args.quiet))
+    if result.warning:
+        print(f"warning: {result.warning}")
+    cli.write_outputs(result.frames, args)
+
+
+cli.register(cli.Command(
+    "refine-face", "Face VCD: re-denoise the face of every frame jointly through one crop window, paste it back",
+    "  vcd refine-face mona.mp4 --checkpoint rv51.safetensors --motion-module mm_sd_v15_v2.ckpt \\\n"
+    "      --identity ids/mona.safetensors --prompt 'a photo of {identity} woman' --out mona_face.mp4\n"
+    "  vcd refine-face frames/ --mask face.png ... --crop-mode per_frame_smoothed --out moving_face.webp\n",
+    configure_face, run_face))
+
+
+# ---- upscale --------------------------------------------------------------------------------------------------
+
+def configure_upscale(parser: argparse.ArgumentParser) -> None:
+    from .tiled import TILED
+
+    add_refine_inputs(parser)
+    parser.add_argument("--scale", type=float, default=2.0, help="resize factor before refining (paper 2; 1 for "
+                        "frames already upscaled by another upscaler)")
+    parser.add_argument("--tile-size", type=int, default=512, help="tile side in pixels")
+    parser.add_argument("--overlap", type=int, default=64, help="overlap between tiles in pixels")
+    parser.add_argument("--tile-batch", type=int, default=1, help="tiles per model call (faster on big GPUs)")
+    cli.add_sampling_options(parser, TILED)
+    cli.add_output_options(parser, "upscale")
+
+
+def run_upscale(args: argparse.Namespace) -> None:
+    from vcd_core.tiling import check_tiling
+
+    from .tiled import TILED, upscale
+    from .video_io import read_frames
+
+    settings = cli.sampling(args, TILED)
+    check_tiling(args.tile_size, args.overlap, args.tile_batch)
+    cli.check_outputs(args)
+    frames = read_frames(args.input, "input")
+    models = cli.load_models(args)
+    out = upscale(models, frames, args.prompt, scale=args.scale, negative=args.negative,
+                  identity=cli.identity(args, models), tile_size=args.tile_size, overlap=args.overlap,
+                  tile_batch=args.tile_batch, settings=settings,
+                  callback=cli.Progress("upscale", args.quiet))
+    cli.write_outputs(out, args)
+
+
+cli.register(cli.Command(
+    "upscale", "Tiled VCD: resize (2x) and re-denoise in spatial tiles that each carry all frames",
+    "  vcd upscale mona_face.mp4 --checkpoint rv51.safetensors --motion-module mm_sd_v15_v2.ckpt \\\n"
+    "      --identity ids/mona.safetensors --prompt 'a photo of {identity} woman' --out mona_1024.mp4\n"
+    "  vcd upscale esrgan_2x/ --scale 1 --tile-size 512 --overlap 64 ... --out refined.mp4   # already upscaled\n",
+    configure_upscale, run_upscale))
+
+
+# ---- evaluate -------------------------------------------------------------------------------------------------
+
+def configure_evaluate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("videos", nargs="+", type=Path, help="generated videos (mp4, WEBP/GIF, PNG-frame folders)")
+    parser.add_argument("--references", type=Path, required=True, help="folder of the person's reference photos")
+    parser.add_argument("--prompt", required=True, help="the prompt the videos were generated from, for CLIP-T "
+                        "({identity} is left out: 'a photo of {identity} woman' scores as 'a photo of woman')")
+    parser.add_argument("--dino", type=Path, required=True, help="local Hugging Face folder of DINO ViT-S/16")
+    parser.add_argument("--clip", type=Path, required=True, help="local Hugging Face folder of CLIP ViT-B/32")
+    parser.add_argument("--arcface", type=Path, help="optional: insightface's ArcFace .onnx (needs onnxruntime)")
+    parser.add_argument("--out", type=Path, default=Path("vcd_scores.csv"), help="one row per video (%(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing table")
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from vcd_core.evaluate import read_references
+    from vcd_core.files import exists_error
+    from vcd_core.text_encoder import MARKER
+
+    from .evaluate import METRICS, evaluate, load_evaluators
+    from .video_io import read_frames, write_table
+
+    if args.out.exists() and not args.overwrite:
+        raise exists_error(args.out)
+    references = read_references(args.references)
+    evaluators = load_evaluators(args.dino, args.clip, args.arcface)
+    prompt = " ".join(args.prompt.replace(MARKER, " ").split())
+    rows = []
+    progress = cli.Progress("evaluate")
+    for index, video in enumerate(args.videos, 1):
+        scores = evaluate(read_frames(video, "video"), references, prompt, evaluators, subject="references")
+        columns = METRICS + (("face_similarity", "face_frames") if evaluators.face is not None else ())
+        rows.append({"video": str(video), "prompt": prompt, "frames": scores["frames"],
+                     **{m: scores[m] for m in columns}})
+        progress(index, len(args.videos))
+    path = write_table(rows, args.out, args.overwrite)
+    for row in rows:
+        print(row["video"], " ".join(f"{m}={row[m]:.3f}" for m in METRICS if row[m] is not None))
+    print(f"wrote {path}")
+
+
+cli.register(cli.Command(
+    "evaluate", "the paper's metrics (DINO, CLIP-I, CLIP-T, temporal consistency, motion) of generated videos",
+    "  vcd evaluate mona.mp4 mona_face.mp4 --references photos/mona --prompt 'a photo of {identity} woman' \\\n"
+    "      --dino models/dino-vits16 --clip models/clip-vit-base-patch32 --out scores.csv\n",
+    configure_evaluate, run_evaluate))
