@@ -4,7 +4,7 @@
   tokenizer and scheduler, tiny UNet / VAE / text encoder / motion adapter configs). The UNet, VAE and text
   configs are the diffusers twins of ``tests/vcd_test_pack/tiny.py``'s ComfyUI models, so a checkpoint ComfyUI
   saves from those loads here.
-- ``save_comfy_checkpoint``: the state dict core's CheckpointSave writes (``state_dict_for_saving``): the original
+- ``save_comfy_checkpoint``: core's CheckpointSave (``comfy.sd.save_checkpoint``): the original
   single-file layout (``model.diffusion_model.*``, ``cond_stage_model.transformer.*``, ``first_stage_model.*``).
 - ``motion_module_state_dict``: a seeded diffusers ``MotionAdapter`` written back in AnimateDiff's original
   ``mm_sd_v15_v2`` key layout (``*.temporal_transformer.*``, ``attention_blocks``, ``norms``, ``ff_norm`` and a
@@ -60,12 +60,13 @@ def write_config_dir(folder: Path) -> Path:
 
 
 def save_comfy_checkpoint(path: Path, model, clip, vae) -> Path:
-    """Save ComfyUI MODEL / CLIP / VAE in one original-layout ``.safetensors`` with the state dict core's
-    CheckpointSave writes (``comfy.sd.save_checkpoint`` minus its model loading: these models never left the CPU)."""
-    import comfy.utils
+    """Save ComfyUI MODEL / CLIP / VAE as core's CheckpointSave does (``comfy.sd.save_checkpoint``, whose state-dict
+    calls differ between hosts): one original-layout ``.safetensors``. The models it loaded are let go again."""
+    import comfy.model_management
+    import comfy.sd
 
-    state = model.model.state_dict_for_saving(clip.get_sd(), vae.get_sd(), None)
-    comfy.utils.save_torch_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    comfy.sd.save_checkpoint(str(path), model, clip, vae)
+    comfy.model_management.unload_all_models()
     return path
 
 
