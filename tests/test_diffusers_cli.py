@@ -68,7 +68,8 @@ def test_the_console_script_and_package_data_are_declared():
     module, _, function = project["project"]["scripts"]["vcd"].partition(":")
     assert (module, function) == ("vcd_diffusers.cli", "main") and cli.main.__name__ == "main"
     setuptools = project["tool"]["setuptools"]
-    assert {"vcd_core", "vcd_diffusers"} <= set(setuptools["packages"])
+    packages = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "vcd_diffusers").rglob("__init__.py")}
+    assert {"vcd_core"} | packages <= set(setuptools["packages"])  # every package of the library is installed
     shipped = {str(p.relative_to(CONFIGS.parent)) for p in CONFIGS.rglob("*") if p.is_file()}
     patterns = setuptools["package-data"]["vcd_diffusers"]
     assert all(any(Path(f).match(p) for p in patterns) for f in shipped) and len(shipped) == 10
@@ -167,7 +168,8 @@ def wide_identity(tmp_path):
 
 @pytest.mark.parametrize("case, args, message", [
     ("missing checkpoint", lambda f, t: ["generate", "--checkpoint", t / "none.safetensors", "--motion-module",
-                                         f.motion_module, "--prompt", "x", "--out", t / "o.webp"],
+                                         f.motion_module, "--config-dir", f.config_dir, "--prompt", "x", "--out",
+                                         t / "o.webp"],
      r"vcd generate: error: checkpoint: no file at .*none.safetensors; check the path."),
     ("missing motion module", lambda f, t: ["generate", "--checkpoint", f.checkpoint, "--config-dir", f.config_dir,
                                             "--motion-module", t / "mm.ckpt", "--prompt", "x", "--out", t / "o.webp"],

@@ -86,8 +86,7 @@ def run_train(args: argparse.Namespace) -> None:
     masks = None
     if args.masks is not None:
         masks = [read_masks(mask_for(path, args.masks), "--masks")[0] for path in files]
-    args.dtype = "fp32"  # training keeps fp32 weights; CUDA runs it under autocast
-    models = cli.load_models(args)
+    models = cli.load_models(args)  # float32 (train-id has no --dtype): CUDA trains under autocast
     progress = cli.Progress("train-id", args.quiet)
     trained = train_identity(models, photos, masks, name=name, class_word=args.class_word, tokens=args.tokens,
                              config=config, resolution=args.resolution, augment=args.augment,

@@ -187,6 +187,7 @@ def load_models(checkpoint: str | os.PathLike, motion_module: str | os.PathLike 
     configs = {name: _json(config_dir, name) for name in ("unet", "vae", "text_encoder", "scheduler")}
     tokenizer_dir = config_file(config_dir, "tokenizer").parent
     config_file(config_dir, "tokenizer merges")
+    motion = load_motion_adapter(motion_module, config_dir) if motion_module is not None else None  # the smaller file
     state = read_state_dict(source, "checkpoint")
     _check_family(state, source)
     unet = _build(UNet2DConditionModel.from_config, configs["unet"])
@@ -206,7 +207,6 @@ def load_models(checkpoint: str | os.PathLike, motion_module: str | os.PathLike 
                          "not an SD1.5 text encoder (CLIP ViT-L/14, 768 wide).")
     del state, clip
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True, model_max_length=77)
-    motion = load_motion_adapter(motion_module, config_dir) if motion_module is not None else None
     device = torch.device(device)
     text = IdentityTextEncoder(_moved(text_encoder, device, dtype), tokenizer)
     return Models(unet.eval().requires_grad_(False), _moved(vae, device, dtype).eval().requires_grad_(False), text,
