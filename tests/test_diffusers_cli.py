@@ -162,6 +162,12 @@ def test_overwrite_replaces_the_output(vcd, tiny_files, tmp_path):
     assert Image.open(taken).n_frames == 2 and "generate" not in err  # --quiet: no bar
 
 
+def mixed_sizes(folder):
+    save_png(np.zeros((64, 64, 3), np.uint8), folder / "a.png")
+    save_png(np.zeros((72, 64, 3), np.uint8), folder / "b.png")
+    return folder
+
+
 def wide_identity(tmp_path):
     return embedding_io.write_embedding(tmp_path, "sdxl_face", embedding_io.Embedding(torch.zeros(4, 1280)))
 
@@ -185,7 +191,13 @@ def wide_identity(tmp_path):
     ("odd size", lambda f, t: ["generate", *models_args(f), "--prompt", "x", "--width", 60, "--out", t / "o.webp"],
      r"height and width must be positive multiples of 8 \(got 60x512\)"),
     ("video suffix", lambda f, t: ["generate", *models_args(f), "--prompt", "x", "--out", t / "o.avi"],
-     r"--out: o.avi must end in .mp4, .webp, .gif"),
+     r"out: o.avi must end in .mp4, .webp, .gif"),
+    ("odd mp4", lambda f, t: ["refine-face", save_png(np.zeros((63, 64, 3), np.uint8), t / "f.png"), *models_args(f),
+                              "--prompt", "x", "--out", t / "o.mp4"],
+     r"out: h264 mp4 needs an even width and height \(the frames are 64x63\); name the output .webp instead"),
+    ("mixed frame sizes", lambda f, t: ["refine-face", mixed_sizes(t / "in"), *models_args(f), "--prompt", "x",
+                                        "--out", t / "o.webp"],
+     r"input: the images in .*in have mixed sizes \[\(64, 64\), \(72, 64\)\]; every frame needs one size"),
     ("karras ddim", lambda f, t: ["generate", *models_args(f), "--prompt", "x", "--sampler", "ddim", "--karras",
                                   "--out", t / "o.webp"], r"karras sigmas work with euler and dpmpp_2m, not ddim"),
     ("denoise", lambda f, t: ["refine-face", t, *models_args(f), "--prompt", "x", "--denoise", 0, "--out",

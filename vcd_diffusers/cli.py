@@ -199,17 +199,16 @@ class Progress:
             self.bar.close()
 
 
-def check_outputs(args: argparse.Namespace, *paths: Path) -> None:
-    """Before any work: the video name's suffix, and no output file that is there already (without
-    ``--overwrite``), so a long run never ends in a refusal to write."""
+def check_outputs(args: argparse.Namespace, height: int | None = None, width: int | None = None) -> None:
+    """Before any work: a video name and size ``write_video`` takes, and no output file that is there already
+    (without ``--overwrite``), so a long run never ends in a refusal to write."""
     from vcd_core.files import exists_error
 
-    from .video_io import VIDEO_SUFFIXES
+    from .video_io import check_video
 
-    if args.out.suffix.lower() not in VIDEO_SUFFIXES:
-        raise ValueError(f"--out: {args.out.name} must end in {', '.join(VIDEO_SUFFIXES)}.")
+    check_video(args.out, height, width, args.fps)
     frames_dir = getattr(args, "frames_dir", None)
-    taken = [p for p in (args.out, *paths) if p.exists()]
+    taken = [args.out] if args.out.exists() else []
     if frames_dir is not None and frames_dir.is_dir():
         taken += sorted(frames_dir.glob("frame_*.png"))[:1]
     if taken and not args.overwrite:

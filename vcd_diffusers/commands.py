@@ -130,7 +130,7 @@ def run_generate(args: argparse.Namespace) -> None:
     from .pipeline import T2V, generate
 
     settings = cli.sampling(args, T2V)
-    cli.check_outputs(args)
+    cli.check_outputs(args, args.height, args.width)
     models = cli.load_models(args)
     frames = generate(models, args.prompt, negative=args.negative, identity=cli.identity(args, models),
                       frames=args.frames, height=args.height, width=args.width, settings=settings,
@@ -171,8 +171,8 @@ def run_face(args: argparse.Namespace) -> None:
     from .video_io import read_frames, read_masks
 
     settings = cli.sampling(args, FACE)
-    cli.check_outputs(args)
     frames = read_frames(args.input, "input")
+    cli.check_outputs(args, *frames.shape[1:3])
     masks = read_masks(args.mask, "--mask") if args.mask is not None else None
     models = cli.load_models(args)
     result = refine_face(models, frames, args.prompt, masks=masks, negative=args.negative,
@@ -211,13 +211,13 @@ def configure_upscale(parser: argparse.ArgumentParser) -> None:
 def run_upscale(args: argparse.Namespace) -> None:
     from vcd_core.tiling import check_tiling
 
-    from .tiled import TILED, upscale
+    from .tiled import TILED, scaled_size, upscale
     from .video_io import read_frames
 
     settings = cli.sampling(args, TILED)
     check_tiling(args.tile_size, args.overlap, args.tile_batch)
-    cli.check_outputs(args)
     frames = read_frames(args.input, "input")
+    cli.check_outputs(args, *scaled_size(frames.shape[1], frames.shape[2], args.scale))
     models = cli.load_models(args)
     out = upscale(models, frames, args.prompt, scale=args.scale, negative=args.negative,
                   identity=cli.identity(args, models), tile_size=args.tile_size, overlap=args.overlap,

@@ -18,7 +18,7 @@ from .loading import Models
 from .pipeline import (Denoiser, Progress, Sampling, check_frames, conditioning, decode_latents, encode_frames,
                        sample_clip)
 
-__all__ = ["TILED", "tiled_denoiser", "resize_frames", "tiled_refine", "upscale"]
+__all__ = ["TILED", "tiled_denoiser", "scaled_size", "resize_frames", "tiled_refine", "upscale"]
 
 TILED = Sampling(steps=20, cfg=8.0, sampler="euler", denoise=0.2, gamma=0.1)  # the paper's Tiled VCD stage
 
@@ -29,11 +29,16 @@ def tiled_denoiser(denoiser: Denoiser, tile_size: int, overlap: int, tile_batch:
     return tiling.tiled(denoiser, tile_size // LATENT_SCALE, overlap // LATENT_SCALE, tile_batch)
 
 
-def resize_frames(frames: torch.Tensor, scale: float) -> torch.Tensor:
-    """``[F, H, W, C]`` frames resized by ``scale`` (bicubic, antialiased when shrinking, clamped to [0, 1])."""
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """The frame size after resizing by ``scale``."""
     if not scale > 0:
         raise ValueError(f"scale must be positive (got {scale}).")
-    height, width = round(frames.shape[1] * scale), round(frames.shape[2] * scale)
+    return round(height * scale), round(width * scale)
+
+
+def resize_frames(frames: torch.Tensor, scale: float) -> torch.Tensor:
+    """``[F, H, W, C]`` frames resized by ``scale`` (bicubic, antialiased when shrinking, clamped to [0, 1])."""
+    height, width = scaled_size(frames.shape[1], frames.shape[2], scale)
     if (height, width) == tuple(frames.shape[1:3]):
         return frames
     x = F.interpolate(frames.movedim(-1, 1), size=(height, width), mode="bicubic", antialias=scale < 1,

@@ -18,7 +18,8 @@ import torch
 from vcd_core.evaluate import IMAGE_SUFFIXES, read_frames as read_video_file
 from vcd_core.files import write_atomic
 
-__all__ = ["VIDEO_SUFFIXES", "default_video_suffix", "read_frames", "read_masks", "write_video", "write_frames",
+__all__ = ["VIDEO_SUFFIXES", "default_video_suffix", "read_frames", "read_masks", "check_video", "write_video",
+           "write_frames",
            "write_table", "write_json"]
 
 VIDEO_SUFFIXES = (".mp4", ".webp", ".gif")  # what write_video writes
@@ -42,7 +43,11 @@ def read_frames(path: str | os.PathLike, what: str = "video") -> torch.Tensor:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"{what}: {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-        return torch.cat([read_frames(p, what) for p in files])
+        frames = [read_frames(p, what) for p in files]
+        sizes = sorted({tuple(f.shape[1:3]) for f in frames})
+        if len(sizes) > 1:
+            raise ValueError(f"{what}: the images in {path} have mixed sizes {sizes}; every frame needs one size.")
+        return torch.cat(frames)
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no file or folder at {path}.")
     if path.suffix.lower() not in READ_SUFFIXES:
@@ -95,24 +100,33 @@ def _animated(frames: np.ndarray, fps: float, kind: str):
     return write
 
 
-def write_video(frames: torch.Tensor, path: str | os.PathLike, fps: float = 8.0, overwrite: bool = False) -> Path:
-    """Write ``[F, H, W, C]`` frames as ``.mp4`` (h264, needs PyAV and an even width and height), lossless
-    animated ``.webp`` or ``.gif``, by the path's suffix."""
+def check_video(path: str | os.PathLike, height: int | None = None, width: int | None = None,
+                fps: float = 8.0) -> None:
+    """What ``write_video`` would refuse, checked before any work: the suffix, PyAV for mp4, h264's even width
+    and height (when known), the frame rate."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in VIDEO_SUFFIXES:
         raise ValueError(f"out: {path.name} must end in {', '.join(VIDEO_SUFFIXES)}.")
     if not fps > 0:
         raise ValueError(f"fps must be positive (got {fps}).")
-    arrays = _uint8(frames)
     if suffix == ".mp4":
         if not has_pyav():
             raise ImportError("out: writing .mp4 needs PyAV (pip install av); or name the output .webp.")
-        if arrays.shape[1] % 2 or arrays.shape[2] % 2:
-            raise ValueError(f"out: h264 mp4 needs an even width and height (the frames are {arrays.shape[2]}x"
-                             f"{arrays.shape[1]}); name the output .webp instead.")
+        if (height is not None and height % 2) or (width is not None and width % 2):
+            raise ValueError(f"out: h264 mp4 needs an even width and height (the frames are {width}x{height}); name "
+                             "the output .webp instead.")
+
+
+def write_video(frames: torch.Tensor, path: str | os.PathLike, fps: float = 8.0, overwrite: bool = False) -> Path:
+    """Write ``[F, H, W, C]`` frames as ``.mp4`` (h264, needs PyAV and an even width and height), lossless
+    animated ``.webp`` or ``.gif``, by the path's suffix."""
+    path = Path(path)
+    check_video(path, frames.shape[1], frames.shape[2], fps)
+    arrays = _uint8(frames)
+    if path.suffix.lower() == ".mp4":
         return write_atomic(path, _mp4(arrays, fps), overwrite)
-    return write_atomic(path, _animated(arrays, fps, "WEBP" if suffix == ".webp" else "GIF"), overwrite)
+    return write_atomic(path, _animated(arrays, fps, "WEBP" if path.suffix.lower() == ".webp" else "GIF"), overwrite)
 
 
 def write_frames(frames: torch.Tensor, folder: str | os.PathLike, overwrite: bool = False) -> list[Path]:
