@@ -55,6 +55,7 @@ def read_png_frames(folder: Path) -> torch.Tensor:
     return torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))) for p in sorted(folder.glob("*.png"))])
 
 
+@pytest.mark.host_independent
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_with_examples(capsys, command):
     with pytest.raises(SystemExit) as exited:
@@ -63,6 +64,7 @@ def test_every_command_has_help_with_examples(capsys, command):
     assert exited.value.code == 0 and "examples:" in text and f"vcd {command}" in text.split("examples:")[1]
 
 
+@pytest.mark.host_independent
 def test_the_console_script_and_package_data_are_declared():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     module, _, function = project["project"]["scripts"]["vcd"].partition(":")
@@ -76,6 +78,7 @@ def test_the_console_script_and_package_data_are_declared():
     assert any("diffusers" in d for d in project["project"]["optional-dependencies"]["diffusers"])
 
 
+@pytest.mark.host_independent
 def test_python_dash_m_runs_the_command():
     done = subprocess.run([sys.executable, "-m", "vcd_diffusers", "generate", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)

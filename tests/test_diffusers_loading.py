@@ -67,7 +67,7 @@ def test_a_v1_motion_module_has_no_mid_block_and_24_positions(tiny_files, tmp_pa
     assert adapter.config.use_motion_mid_block is False and adapter.config.motion_max_seq_length == 24
 
 
-def test_shipped_configs_have_sd15s_and_mm_sd_v15_v2s_layouts():
+def test_shipped_configs_have_sd15s_and_mm_sd_v15_v2s_layouts(inproc):
     """Full-size models on the meta device (no memory): ComfyUI's SD1.5 UNet and VAE saved in the original layout
     convert to exactly the tensors of the shipped configs' models; the shipped motion adapter written back in
     AnimateDiff's layout is mm_sd_v15_v2's list of tensors (devtools.ade_models, the layout AnimateDiff-Evolved
@@ -110,6 +110,7 @@ def test_the_shipped_tokenizer_splits_prompts_as_comfyui_does(inproc, tiny_model
         assert ours == theirs
 
 
+@pytest.mark.host_independent
 def test_identity_embeddings_of_every_kind_load(tmp_path, shared_dir):
     vectors = torch.randn(4, 768, generator=torch.Generator().manual_seed(1))
     ours = embedding_io.write_embedding(tmp_path, "ours", embedding_io.Embedding(vectors, {"class_word": "woman"}))
@@ -121,6 +122,7 @@ def test_identity_embeddings_of_every_kind_load(tmp_path, shared_dir):
     assert loaded.tokens == 4 and torch.equal(loaded.vectors, embedding_io.read_embedding(authors).vectors)
 
 
+@pytest.mark.host_independent
 def test_bad_identity_files_are_refused_naming_them(tmp_path):
     wide = embedding_io.write_embedding(tmp_path, "sd2_face", embedding_io.Embedding(torch.zeros(4, 1024)))
     with pytest.raises(ValueError, match=r"sd2_face.safetensors holds 4 vectors 1024 wide, but this checkpoint's "
