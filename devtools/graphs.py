@@ -10,7 +10,9 @@ WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 TINY_CHECKPOINT = "VCDTestTinyCheckpoint"
 TINY_GROUNDING_DINO, TINY_SAM = "tiny-grounding-dino", "tiny_sam.pth"
 PHOTOS = ("person_1.png", "person_2.png", "person_3.png")  # what train_identity's LoadImage nodes read
-TEST_IDENTITY = "vcd_test/seeded_identity.safetensors"  # under models/embeddings: provide_test_identity writes it
+# Under models/embeddings, written by provide_test_identity: shrunk graphs pick one per VCD Load Identity, in node order.
+TEST_IDENTITIES = ("vcd_test/seeded_identity.safetensors", "vcd_test/seeded_identity_2.safetensors")
+TEST_IDENTITY = TEST_IDENTITIES[0]
 
 
 def load_api(name: str) -> dict:
@@ -59,8 +61,8 @@ def shrink_keeping_ade(graph: dict, checkpoint: str, motion_model: str, *, size:
 def _shrink(graph: dict, *, size: int, frames: int, steps: int, tile: tuple[int, int], upscale: float,
             max_crop: int) -> dict:
     """In place: small latents, ``frames`` video frames, at most ``steps`` steps, ``tile`` (size, overlap)
-    tiles, face crops of 64 to ``max_crop`` px, the identity TEST_IDENTITY; an upscale model becomes a resize by
-    ``upscale``."""
+    tiles, face crops of 64 to ``max_crop`` px, the identities TEST_IDENTITIES (one per VCD Load Identity); an upscale
+    model becomes a resize by ``upscale``."""
     for nid in [nid for nid, node in graph.items() if node["class_type"] == "UpscaleModelLoader"]:
         del graph[nid]
     for node in graph.values():
@@ -81,10 +83,9 @@ def _shrink(graph: dict, *, size: int, frames: int, steps: int, tile: tuple[int,
             inputs.update(grounding_dino_model=TINY_GROUNDING_DINO, sam_model=TINY_SAM)
         if kind == "VCDTrainIdentity":
             inputs.update(resolution=size)
-        if kind == "VCDLoadIdentity":
-            inputs.update(embedding=TEST_IDENTITY)
         if "steps" in inputs and not isinstance(inputs["steps"], list):
             inputs["steps"] = min(inputs["steps"], steps)
+    _pick_identities(graph, TEST_IDENTITIES[:len(_identity_loaders(graph))])
     return graph
 
 
@@ -114,24 +115,40 @@ def provide_photos(input_dir: Path) -> None:
 
 
 def provide_test_identity(models_dir: Path) -> None:
-    """A seeded random SD1.5-width identity (4 x 768) at ``models/embeddings/TEST_IDENTITY``, written once."""
+    """Seeded random SD1.5-width identities (4 x 768; seed k for the k-th) at ``models/embeddings/TEST_IDENTITIES``,
+    each written once."""
     import torch
 
     from vcd_core import embedding_io
 
-    target = models_dir / "embeddings" / TEST_IDENTITY
-    if not target.is_file():
-        vectors = torch.randn(4, 768, generator=torch.Generator().manual_seed(0)) * 0.02
-        embedding_io.write_embedding(target.parent, Path(TEST_IDENTITY).stem,
-                                     embedding_io.Embedding(vectors, {"class_word": "woman"}))
+    for seed, (name, class_word) in enumerate(zip(TEST_IDENTITIES, ("woman", "man"), strict=True)):
+        target = models_dir / "embeddings" / name
+        if not target.is_file():
+            vectors = torch.randn(4, 768, generator=torch.Generator().manual_seed(seed)) * 0.02
+            embedding_io.write_embedding(target.parent, Path(name).stem,
+                                         embedding_io.Embedding(vectors, {"class_word": class_word}))
 
 
-def use_identity(graph: dict, embedding: str) -> dict:
-    """The graph with ``embedding`` (a file under models/embeddings) picked in every VCD Load Identity."""
+def _identity_loaders(graph: dict) -> list[str]:
+    """The graph's VCD Load Identity node ids, in node order (numeric ids by value)."""
+    return sorted((nid for nid, node in graph.items() if node["class_type"] == "VCDLoadIdentity"), key=lambda n: (len(n), n))
+
+
+def _pick_identities(graph: dict, embeddings: tuple[str, ...]) -> None:
+    """In place: one file for every VCD Load Identity, or one per loader in node order."""
+    loaders = _identity_loaders(graph)
+    if len(embeddings) != 1 and len(embeddings) != len(loaders):
+        raise ValueError(f"{len(embeddings)} identity files for {len(loaders)} VCD Load Identity nodes "
+                         f"({', '.join(loaders)}): give one for all or one each")
+    for k, nid in enumerate(loaders):
+        graph[nid]["inputs"]["embedding"] = embeddings[k if len(embeddings) > 1 else 0]
+
+
+def use_identity(graph: dict, *embeddings: str) -> dict:
+    """The graph with these files (under models/embeddings) picked in its VCD Load Identity nodes: one file for
+    all of them, or one per loader in node order."""
     graph = copy.deepcopy(graph)
-    for node in graph.values():
-        if node["class_type"] == "VCDLoadIdentity":
-            node["inputs"]["embedding"] = embedding
+    _pick_identities(graph, embeddings)
     return graph
 
 

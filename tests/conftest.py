@@ -88,7 +88,7 @@ def host(tmp_path_factory, ade_models):
     from devtools.graphs import provide_test_identity
 
     server = ComfyHost(_require_comfyui(), tmp_path_factory.mktemp("comfyui"), python=sys.executable)
-    provide_test_identity(server.models_dir)  # the identity shrunk shipped graphs pick (graphs.TEST_IDENTITY)
+    provide_test_identity(server.models_dir)  # the identities shrunk shipped graphs pick (graphs.TEST_IDENTITIES)
     if ade_models is not None:
         link_models(server.models_dir, ade_models)
     server.start()

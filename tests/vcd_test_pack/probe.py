@@ -5,7 +5,8 @@ Use Evolved Sampling, it sits inside ADE's own wrapper: it sees the noise ADE ha
 sampling and records, during that one sampling call, every UNet forward (its batch) and every
 temporal-layer forward (its batch, video length, and whether GroupNorm was swapped for ADE's). A
 CALC_COND_BATCH wrapper on the same clone (inside ADE's: once per context window) records the frames of
-each call, ADE's window indices and every cond's mask as the model's results are weighted by it.
+each call, ADE's window indices and every cond's mask as the model's results are weighted by it, and (first
+call only: they do not change between calls) every cond's cross-attention tensor (the prompt the UNet reads).
 Each call writes ``<output>/vcd_probe/<tag>-<n>.safetensors`` (the noise + a JSON ``record``).
 """
 
@@ -22,12 +23,15 @@ UNET = "UNetModel"
 
 
 def cond_probe(calls: list):
-    """A CALC_COND_BATCH wrapper appending ``(window indices or None, frames, masks per cond list)`` per call."""
+    """A CALC_COND_BATCH wrapper appending ``(window indices or None, frames, masks per cond list, cross-attention
+    per cond list)`` per call."""
 
     def wrapper(executor, model, conds, x_in, timestep, model_options):
         window = model_options.get("transformer_options", {}).get("ad_params", {}).get("sub_idxs")
         masks = [[c.get("mask") for c in (cond or [])] for cond in conds]
-        calls.append((None if window is None else list(window), int(x_in.shape[0]), masks))
+        cross = [[getattr(c.get("model_conds", {}).get("c_crossattn"), "cond", None) for c in (cond or [])]
+                 for cond in conds]
+        calls.append((None if window is None else list(window), int(x_in.shape[0]), masks, cross))
         return executor(model, conds, x_in, timestep, model_options)
 
     return wrapper
@@ -60,16 +64,23 @@ def outer_sample_probe(folder: Path, tag: str, skip_sampling: bool, cond_calls: 
         index = len(list(folder.glob(f"{tag}-*.safetensors")))
         tensors = {"noise": args[0].detach().float().cpu().contiguous()}
         conds = []
-        for i, (window, frames, masks) in enumerate(cond_calls):
-            names = [[None if m is None else f"mask_{i}_{k}_{j}" for j, m in enumerate(ms)] for k, ms in enumerate(masks)]
-            tensors.update({name: m.detach().float().cpu().clone() for ms, ns in zip(masks, names)
-                            for m, name in zip(ms, ns) if name})
-            conds.append({"window": window, "frames": frames, "masks": names})
+        for i, (window, frames, masks, cross) in enumerate(cond_calls):
+            names = _tensor_names(masks, f"mask_{i}")
+            cross_names = _tensor_names(cross, "cross") if i == 0 else None
+            for values, value_names in ((masks, names), (cross, cross_names or [])):
+                tensors.update({name: t.detach().float().cpu().clone().contiguous() for ts, ns in zip(values, value_names)
+                                for t, name in zip(ts, ns) if name})
+            conds.append({"window": window, "frames": frames, "masks": names, "crossattn": cross_names})
         record = {"temporal_calls": temporal, "unet_batches": unet, "frames": int(args[1].shape[0]), "cond_calls": conds}
         safetensors.torch.save_file(tensors, str(folder / f"{tag}-{index}.safetensors"), metadata={"record": json.dumps(record)})
         return output
 
     return wrapper
+
+
+def _tensor_names(per_list: list[list], prefix: str) -> list[list[str | None]]:
+    """``PREFIX_k_j`` for cond j of cond list k (k 0: positive, 1: negative), None where it has no tensor."""
+    return [[None if t is None else f"{prefix}_{k}_{j}" for j, t in enumerate(ts)] for k, ts in enumerate(per_list)]
 
 
 def sampling_probe(model, folder: Path, tag: str, skip_sampling: bool = False):
