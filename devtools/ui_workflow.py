@@ -4,7 +4,8 @@ UI workflows in ``workflows/`` are generated from their API twins in ``workflows
 node schemas of a live server with the real AnimateDiff-Evolved (``../shared/vendor``). The tests
 load them in ComfyUI's real frontend and check that the prompt it builds equals the twin.
 
-    python -m devtools.ui_workflow      # regenerate workflows/*.json (starts a headless server)
+    python -m devtools.ui_workflow              # regenerate workflows/*.json (starts a headless server)
+    python -m devtools.ui_workflow t2v_vcd ...  # only these (by the API twin's name)
 
 It lays them out with node sizes measured in the real frontend (headless Chromium, ``source
 scripts/browser.sh``) and saves what "Fit view" shows: ``docs/workflow_NAME.png`` for the README and
@@ -106,24 +107,36 @@ def note_height(text: str, width: float) -> float:
     return 24 + NOTE_LINE * sum(1 + len(line) // chars for line in text.splitlines())
 
 
+def _stage_block(ids: list[str], sizes: dict[str, list[float]], column_height: float) -> tuple[list[list[str]], list[float], float, float]:
+    """A stage's columns, their widths, and its group's width and height."""
+    columns = _stage_columns(ids, sizes, column_height)
+    widths = [max(sizes[n][0] for n in column) for column in columns]
+    heights = [sum(TITLE_HEIGHT + sizes[n][1] for n in column) + GAP * (len(column) - 1) for column in columns]
+    return columns, widths, sum(widths) + GAP * (len(widths) - 1) + 2 * GROUP_PAD, GROUP_HEADER + max(heights) + GROUP_PAD
+
+
 def _layout_once(api: dict, sizes: dict[str, list[float]], note: tuple[float, float], column_height: float,
-                 breaks: int) -> tuple[dict[str, list[float]], list[dict], list[float], float]:
+                 breaks: int, fill_rows: bool = False) -> tuple[dict[str, list[float]], list[dict], list[float], float]:
+    """One layout; ``fill_rows``: each stage's columns may then be as tall as its row (a short stage beside a tall
+    one gets fewer, taller columns)."""
     depth = _depths(api)
     stages = sorted({node["_meta"]["stage"] for node in api.values()}, key=STAGE_ORDER.index)
-    blocks = [("note", note[0] + GROUP_PAD, note[1] + TITLE_HEIGHT + GROUP_PAD)]
-    plans = {}
-    for stage in stages:
-        ids = sorted((n for n in api if api[n]["_meta"]["stage"] == stage), key=lambda n: (depth[n], int(n)))
-        columns = _stage_columns(ids, sizes, column_height)
-        widths = [max(sizes[n][0] for n in column) for column in columns]
-        heights = [sum(TITLE_HEIGHT + sizes[n][1] for n in column) + GAP * (len(column) - 1) for column in columns]
-        plans[stage] = (columns, widths)
-        blocks.append((stage, sum(widths) + GAP * (len(widths) - 1) + 2 * GROUP_PAD, GROUP_HEADER + max(heights) + GROUP_PAD))
+    ids = {stage: sorted((n for n in api if api[n]["_meta"]["stage"] == stage), key=lambda n: (depth[n], int(n)))
+           for stage in stages}
+    plans = {stage: _stage_block(ids[stage], sizes, column_height) for stage in stages}
+    blocks = [("note", note[0] + GROUP_PAD, note[1] + TITLE_HEIGHT + GROUP_PAD)] + [(s, *plans[s][2:]) for s in stages]
     rows: list[list[tuple[str, float, float]]] = [[]]
     for i, block in enumerate(blocks):
         if i and breaks >> (i - 1) & 1:  # bit i-1 set: a new row starts at block i
             rows.append([])
         rows[-1].append(block)
+    if fill_rows:
+        for row in rows:
+            room = max(b[2] for b in row) - GROUP_HEADER - GROUP_PAD  # the row's height, from its tallest block
+            for k, (title, _, _) in enumerate(row):
+                if title != "note":
+                    plans[title] = _stage_block(ids[title], sizes, max(column_height, room))
+                    row[k] = (title, *plans[title][2:])
     placed: dict[str, list[float]] = {}
     groups, note_box, y, width = [], [], 0.0, 0.0
     for row in rows:
@@ -134,7 +147,7 @@ def _layout_once(api: dict, sizes: dict[str, list[float]], note: tuple[float, fl
             else:
                 groups.append({"title": title, "bounding": [x, y, block_width, row_height], "color": "#3f789e",
                                "font_size": 24, "flags": {}})
-                columns, widths = plans[title]
+                columns, widths = plans[title][:2]
                 cx = x + GROUP_PAD
                 for column, column_width in zip(columns, widths):
                     cy = y + GROUP_HEADER
@@ -150,10 +163,12 @@ def _layout_once(api: dict, sizes: dict[str, list[float]], note: tuple[float, fl
 
 def layout(api: dict, sizes: dict[str, list[float]], note_text: str) -> tuple[dict[str, list[float]], list[dict], list[float], float]:
     """Node [x, y, w, h], one group per stage (``_meta.stage``) in rows after the note, the note's [x, y, w, h],
-    and the zoom "Fit view" reaches: of the note widths, column heights and row breaks tried, the closest."""
+    and the zoom "Fit view" reaches: of the note widths, column heights, row breaks and row filling tried, the
+    closest (the first of equals: rows filled only where that zooms closer)."""
     stages = len({node["_meta"]["stage"] for node in api.values()})
-    tries = [_layout_once(api, sizes, (width, note_height(note_text, width)), column, breaks)
-             for width in range(400, 801, 100) for column in range(300, 701, 25) for breaks in range(2 ** stages)]
+    tries = [_layout_once(api, sizes, (width, note_height(note_text, width)), column, breaks, fill)
+             for fill in (False, True) for width in range(400, 801, 100) for column in range(300, 701, 25)
+             for breaks in range(2 ** stages)]
     return max(tries, key=lambda t: t[3])
 
 
@@ -246,7 +261,8 @@ def _atomic_save(image, path: Path, kind: str, **options) -> None:
     tmp.replace(path)
 
 
-def main() -> None:
+def main(names: list[str] | None = None) -> None:
+    """Regenerate the UI workflows and pictures of ``names`` (API twins' stems; all when empty)."""
     import os
     import tempfile
 
@@ -258,12 +274,17 @@ def main() -> None:
         raise SystemExit(f"the workflows use AnimateDiff-Evolved's nodes: put it at {ADE_PACK} (../shared/vendor)")
     root = Path(__file__).resolve().parents[1] / "workflows"
     docs = root.parent / "docs"
+    twins = sorted((root / "api").glob("*.json"))
+    unknown = sorted(set(names or ()) - {p.stem for p in twins})
+    if unknown:
+        raise SystemExit(f"no API twin named {', '.join(unknown)} in {root / 'api'}")
+    twins = [p for p in twins if not names or p.stem in names]
     with tempfile.TemporaryDirectory() as tmp, ComfyHost(os.environ["COMFYUI_DIR"], tmp, with_ade=True) as host:
         provide_photos(host.input_dir)  # sizes measured with the photos drawn on their LoadImage nodes, as users see them
         schemas = host.object_info()
         frontend = Frontend(host.url, Path(tmp) / "browser")
         try:
-            for api_path in sorted((root / "api").glob("*.json")):
+            for api_path in twins:
                 api, name = json.loads(api_path.read_text()), api_path.stem
                 sizes = measured_sizes(frontend, api_to_ui(api, schemas, name))
                 ui = api_to_ui(api, schemas, name, sizes)
@@ -276,4 +297,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])
