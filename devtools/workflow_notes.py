@@ -21,9 +21,10 @@ MODEL_URLS = {
 
 PACKS = ("Packs: this one (Video Custom Diffusion) and AnimateDiff-Evolved "
          "(Kosinkadink/ComfyUI-AnimateDiff-Evolved), both from the Manager or git clone into custom_nodes/.")
-T2V_FILES = """Files (folders under ComfyUI/models/):
+T2V_MODELS = """Files (folders under ComfyUI/models/):
 - checkpoints/  SD1.5: Realistic_Vision_V5.1_fp16-no-ema.safetensors (the paper's)
-- animatediff_models/  mm_sd_v15_v2.ckpt
+- animatediff_models/  mm_sd_v15_v2.ckpt"""
+T2V_FILES = f"""{T2V_MODELS}
 - embeddings/  the identity: mona.pt (the Magic-Me authors' file) or one you trained with train_identity.json"""
 IDENTITY_FIRST = """Change first:
 1. Load Identity: pick your identity file (press R after adding one).
@@ -87,4 +88,19 @@ Change first:
 
 Paper defaults: 4 tokens, 200 steps, AdamW lr 1e-3, batch 4, masks from "person"
 (box 0.3, text 0.25). The still at the end checks the identity.""",
+    "two_identities": f"""Two identities in one clip: regional T2V VCD + Face VCD per face track
+
+{PACKS}
+
+{T2V_MODELS}
+- embeddings/  ironman.pt, mona.pt (the Magic-Me authors' files) or your own
+
+Change first:
+1. The two Load Identity nodes (left, right), class words (press R after adding).
+2. The prompts ({{identity}} = the person); the Regional Identity boxes, kept apart.
+{T2V_DEFAULTS}
+Face VCD: crop x3, denoise 0.8, euler 20 steps, one pass per face track;
+tracks go left to right: positive_1 = the left identity's prompt.
+Fails: faces that touch, overlap or cross (the identities mix there).
+Saves an mp4 (h264) in output/VCD/.""",
 }
