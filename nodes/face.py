@@ -1,18 +1,19 @@
 """Face VCD: detect faces per frame, and refine the face of a whole clip through one crop window.
 
-The crop and sampling widgets, the mask check and the crop-denoise-decode step are shared with
-VCD Face Refine Tracks (nodes/face_tracks.py), which runs them once per face track."""
+The crop and sampling widgets and the crop denoiser (encode, sample, decode on a ComfyUI MODEL) are
+shared with VCD Face Refine Tracks (nodes/face_tracks.py), which runs them once per face track; the
+geometry around them is ``vcd_core.face``'s, shared with the diffusers library."""
 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import torch
 from comfy_api.latest import io, ui
 
 from .inputs import checked
 from ..vcd_core import face, face_detect
-from ..vcd_core.geometry import Box
 from .channels import as_rgb
 from .model_folders import file_path, register
 from .progress import send_preview_image
@@ -44,21 +45,6 @@ def detect_masks(images: torch.Tensor, detector: str) -> torch.Tensor:
     return face_detect.boxes_to_masks(boxes, images.shape[1], images.shape[2], largest_only=True)
 
 
-def check_masks(mask: torch.Tensor, image: torch.Tensor, name: str = "mask") -> torch.Tensor:
-    """A MASK batch that matches the frames one to one (a single mask is used for every frame); ``name`` is the
-    input the errors name."""
-    if mask.ndim == 2:
-        mask = mask[None]
-    if mask.shape[-2:] != image.shape[1:3]:
-        raise ValueError(f"{name} is {mask.shape[-1]}x{mask.shape[-2]} but the frames are {image.shape[2]}x{image.shape[1]}: "
-                         "resize the mask to the frames.")
-    if mask.shape[0] == 1:
-        mask = mask.expand(image.shape[0], -1, -1)
-    if mask.shape[0] != image.shape[0]:
-        raise ValueError(f"{name} has {mask.shape[0]} frames but image has {image.shape[0]}: give one mask per frame (or one for all).")
-    return mask.float()
-
-
 def refine_inputs() -> list[io.Input]:
     """Face VCD's crop and sampling widgets, in Face Refine's order (saved workflows list widget values by position)."""
     return [
@@ -78,21 +64,17 @@ def refine_inputs() -> list[io.Input]:
 
 def outside_warning(node: str, leaving: list[int], face_name: str = "the face") -> str:
     """The warning for a face that reaches outside its crop window in frames ``leaving``."""
-    return (f"{node}: {face_name} reaches outside its crop window in frame(s) {leaving}; only the part "
-            "inside is refined, blended softly at the window's edge. Raise crop_factor, or use crop_mode "
-            "'union' for a moving face (a window never exceeds the frame's shorter side).")
+    return f"{node}: {face.outside_message(leaving, face_name)}"
 
 
-def refine_crops(model, positive, negative, vae, image: torch.Tensor, masks: torch.Tensor, windows: list[Box],
-                 size: int, settings: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop frame i to ``windows[i]`` at ``size`` px, re-denoise the crop clip in ONE sampling call with ``masks``
-    (in the windows) as latent noise mask, decode: the crop clip before and after, ``[F, size, size, C]``."""
-    before = face.crop_clip(image, windows, size)
-    latent = vae.encode(before)
-    noise_mask = face.latent_noise_mask(masks, windows, latent.shape[-1])
-    samples = denoise_clip(model, positive, negative, latent, settings, noise_mask=noise_mask)
-    after = vae.decode(samples).reshape(-1, *before.shape[1:]).to(image.dtype)
-    return before, after
+def crop_denoiser(model, positive, negative, vae, settings: SamplingSettings) -> face.CropDenoiser:
+    """Face VCD's host part on a ComfyUI MODEL and VAE: encode the crop clip, denoise it in ONE sampling call with
+    the noise mask, decode."""
+    def denoise(crops: torch.Tensor, noise_mask: Callable[[int], torch.Tensor]) -> torch.Tensor:
+        latent = vae.encode(crops)
+        samples = denoise_clip(model, positive, negative, latent, settings, noise_mask=noise_mask(latent.shape[-1]))
+        return vae.decode(samples).reshape(-1, *crops.shape[1:]).to(crops.dtype)
+    return denoise
 
 
 class VCDFaceDetect(io.ComfyNode):
@@ -159,23 +141,19 @@ class VCDFaceRefine(io.ComfyNode):
                 gamma: float, feather: int, crop_mode: str, detector: str, mask: torch.Tensor | None = None) -> io.NodeOutput:
         settings = SamplingSettings(seed, steps, cfg, sampler_name, scheduler, denoise, gamma)
         image = as_rgb(image, "image")
-        masks = check_masks(mask, image) if mask is not None else detect_masks(image, detector)
-        windows = face.clip_windows(masks, crop_factor, crop_mode)
-        if windows is None:
+        masks = face.masks_for_frames(mask, image) if mask is not None else detect_masks(image, detector)
+        plan = face.plan_crops(masks, crop_factor, crop_mode, guide_size, max_size)
+        if plan is None:
             warning = "VCD Face Refine: no face in any frame; returning the frames unchanged."
             log.warning(warning)
             return io.NodeOutput(image, torch.zeros(image.shape[:3]), image, image, image, ui=ui.PreviewText(warning))
-        inside, leaving = face.cut_to_windows(masks, windows)
         warning = None
-        if leaving:
-            warning = outside_warning("VCD Face Refine", leaving)
+        if plan.leaving:
+            warning = outside_warning("VCD Face Refine", plan.leaving)
             log.warning(warning)
 
-        preview = face.window_preview(image, windows, masks)
+        preview = face.window_preview(image, plan.windows, masks)
         send_preview_image(preview[0], steps)  # where the window is, before the long part
-        size = face.crop_size(windows[0].height, guide_size, max_size)
         warn_if_prior_lost(model, gamma, getattr(cls.hidden, "unique_id", None), "VCD Face Refine")
-        before, after = refine_crops(model, positive, negative, vae, image, masks, windows, size, settings)
-        paste_mask = face.feather_mask(inside, feather)
-        refined = face.paste_clip(image, after, windows, paste_mask)
-        return io.NodeOutput(refined, paste_mask, before, after, preview, ui=ui.PreviewText(warning) if warning else None)
+        refined = face.refine_clip(image, plan, feather, crop_denoiser(model, positive, negative, vae, settings))
+        return io.NodeOutput(*refined, preview, ui=ui.PreviewText(warning) if warning else None)

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from comfy_api.latest import io, ui
 
 from ..vcd_core import face, preview
-from ..vcd_core.geometry import Box
 from .ade import warn_if_prior_lost
 from .channels import as_rgb
-from .face import check_masks, outside_warning, refine_crops, refine_inputs
+from .face import crop_denoiser, outside_warning, refine_inputs
 from .inputs import checked, single
 from .noise import SEED_MAX
 from .progress import send_preview_image, send_progress_text
@@ -30,15 +29,6 @@ from .sampling import SamplingSettings
 NAME = "VCD Face Refine Tracks"
 MAX_TRACKS = 4  # positive_1 .. positive_4
 log = logging.getLogger("vcd")
-
-
-class TrackPlan(NamedTuple):
-    """One track's part of the work: the frames it is seen in, a window for each, its exclusive mask cut to them."""
-
-    track: int
-    frames: list[int]
-    windows: list[Box]
-    inside: torch.Tensor
 
 
 def positive_name(k: int) -> str:
@@ -111,43 +101,41 @@ class VCDFaceRefineTracks(io.ComfyNode):
                sampler_name: str, scheduler: str, seed: int, gamma: float, feather: int, crop_mode: str) -> io.NodeOutput:
         settings = SamplingSettings(seed, steps, cfg, sampler_name, scheduler, denoise, gamma)
         image = as_rgb(image, "image")
-        masks = [check_masks(m, image, f"track_masks (track {k})") for k, m in enumerate(track_masks)]
+        masks = [face.masks_for_frames(m, image, f"track_masks (track {k})") for k, m in enumerate(track_masks)]
         notes = [f"{NAME}: {positive_name(k)} is wired but track_masks holds only {len(masks)} track(s): it is not used."
                  for k in range(len(masks), MAX_TRACKS) if positives[k] is not None]
         positives = track_positives(masks, positives)
         exclusive = face.exclusive_masks(torch.stack(masks))
-        plans: list[TrackPlan] = []
+        plans: list[tuple[int, list[int], face.FacePlan]] = []  # (track, the frames it is seen in, its crops there)
         for k, mask in enumerate(masks):
             frames = [i for i in range(image.shape[0]) if bool((mask[i] > 0.5).any())]
             if not frames:
                 continue
-            windows = face.clip_windows(mask[frames], crop_factor, crop_mode)
-            inside, leaving = face.cut_to_windows(exclusive[k, frames], windows)
-            if leaving:
-                notes.append(outside_warning(NAME, [frames[i] for i in leaving], f"track {k}'s face"))
-            plans.append(TrackPlan(k, frames, windows, inside))
+            plan = face.plan_crops(mask[frames], crop_factor, crop_mode, guide_size, max_size, paste=exclusive[k, frames])
+            if plan.leaving:
+                notes.append(outside_warning(NAME, [frames[i] for i in plan.leaving], f"track {k}'s face"))
+            plans.append((k, frames, plan))
         if not plans:
             notes.append(f"{NAME}: no track has a face in any frame; returning the frames unchanged.")
         for note in notes:
             log.warning(note)
 
         shown = [[None] * image.shape[0] for _ in masks]
-        for plan in plans:
-            for i, window in zip(plan.frames, plan.windows):
-                shown[plan.track][i] = window
+        for k, frames, plan in plans:
+            for i, window in zip(frames, plan.windows):
+                shown[k][i] = window
         window_preview = preview.track_windows(image, shown, torch.stack(masks))
         paste_masks = torch.zeros((len(masks), *image.shape[:3]))
         refined = image.clone()
         if plans:
-            send_preview_image(window_preview[plans[0].frames[0]], steps)  # where the windows are, before the long part
+            send_preview_image(window_preview[plans[0][1][0]], steps)  # where the windows are, before the long part
             warn_if_prior_lost(model, gamma, getattr(cls.hidden, "unique_id", None), NAME)
-        for n, (k, frames, windows, inside) in enumerate(plans):  # interrupts: core's ops check them per layer call
+        for n, (k, frames, plan) in enumerate(plans):  # interrupts: core's ops check them per layer call
             send_progress_text(getattr(cls.hidden, "unique_id", None),
                                f"track {k} ({n + 1} of {len(plans)}): {len(frames)} frame(s)")
-            size = face.crop_size(windows[0].height, guide_size, max_size)
             own = dataclasses.replace(settings, seed=(seed + k) % (SEED_MAX + 1))
-            _, after = refine_crops(model, positives[k], negative, vae, image[frames], inside, windows, size, own)
-            paste_masks[k, frames] = face.feather_mask(inside, feather)
-            refined[frames] = face.paste_clip(refined[frames], after, windows, paste_masks[k, frames])
+            track = face.refine_clip(image[frames], plan, feather, crop_denoiser(model, positives[k], negative, vae, own),
+                                     onto=refined[frames])
+            refined[frames], paste_masks[k, frames] = track.frames, track.paste_mask
         return io.NodeOutput(refined, paste_masks.sum(dim=0), list(paste_masks), window_preview,
                              ui=ui.PreviewText("\n".join(notes)) if notes else None)

@@ -389,3 +389,68 @@ def test_exclusive_masks_clear_every_other_face_and_keep_soft_values():
     assert out[0, 0, 0].tolist() == [0.25, 0.75, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
     assert out[1, 0, 0].tolist() == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]
     assert out[2, 0, 0].tolist() == [0.0] * 8  # 0.4 at column 6, where b is a face
+
+
+@pytest.mark.parametrize("mask, match", [
+    (torch.ones(2, 32, 48), r"^mask has 2 frames but image has 3: give one mask per frame \(or one for all\)\.$"),
+    (torch.ones(3, 48, 32), r"^mask is 32x48 but the frames are 48x32: resize the mask to the frames\.$"),
+    (torch.ones(3, 1, 32, 48), r"^mask has shape \(3, 1, 32, 48\): give a MASK batch"),
+])
+def test_masks_for_frames_names_the_input_and_the_fix(mask, match):
+    with pytest.raises(ValueError, match=match):
+        face.masks_for_frames(mask, torch.zeros(3, 32, 48, 3))
+    with pytest.raises(ValueError, match=match.replace("^mask", "^track_masks")):
+        face.masks_for_frames(mask, torch.zeros(3, 32, 48, 3), "track_masks")
+
+
+@pytest.mark.parametrize("shape", [(32, 48), (1, 32, 48), (3, 32, 48)])
+def test_masks_for_frames_gives_one_float_mask_per_frame(shape):
+    mask = (torch.rand(shape) > 0.5)
+    out = face.masks_for_frames(mask, torch.zeros(3, 32, 48, 3))
+    assert out.shape == (3, 32, 48) and out.dtype == torch.float32
+    assert torch.equal(out, mask.float().expand(3, 32, 48))
+
+
+def test_plan_crops_windows_the_masks_and_cuts_the_paste_mask():
+    masks = box_mask(3, 64, 96, [Box(20, 36, 10, 26), None, Box(24, 40, 70, 86)])
+    plan = face.plan_crops(masks, 2.0, "union", guide_size=72, max_size=256)
+    assert plan.windows == face.clip_windows(masks, 2.0, "union")
+    assert plan.size == face.crop_size(plan.windows[0].height, 72, 256) == 72
+    assert torch.equal(plan.inside, face.cut_to_windows(masks, plan.windows)[0])
+    assert plan.leaving == face.cut_to_windows(masks, plan.windows)[1] != []  # the union is wider than the frame
+    paste = masks * 0.5
+    assert torch.equal(face.plan_crops(masks, 2.0, "union", 72, 256, paste=paste).inside,
+                       face.cut_to_windows(paste, plan.windows)[0])
+    assert face.plan_crops(torch.zeros(3, 64, 96), 2.0, "union", 72, 256) is None
+    per_frame = face.plan_crops(masks, 2.0, "per_frame_smoothed", 8, 16)
+    assert per_frame.windows == face.per_frame_windows(masks, 2.0) and per_frame.size == 16
+
+
+def test_refine_clip_denoises_the_crop_clip_once_and_pastes_it_feathered():
+    images = torch.rand(2, 64, 64, 3)
+    masks = box_mask(2, 64, 64, [Box(24, 40, 24, 40), Box(26, 42, 22, 38)])
+    plan = face.plan_crops(masks, 2.0, "union", guide_size=48, max_size=64)
+    calls = []
+
+    def denoise(crops, noise_mask):
+        calls.append((crops, noise_mask(6)))
+        return 1 - crops
+
+    refined = face.refine_clip(images, plan, 3, denoise)
+    (crops, noise_mask), = calls
+    assert torch.equal(crops, face.crop_clip(images, plan.windows, 48)) and torch.equal(refined.crop_before, crops)
+    assert torch.equal(noise_mask, face.latent_noise_mask(plan.inside, plan.windows, 6))
+    assert torch.equal(refined.crop_after, 1 - crops)
+    assert torch.equal(refined.paste_mask, face.feather_mask(plan.inside, 3))
+    assert torch.equal(refined.frames, face.paste_clip(images, 1 - crops, plan.windows, refined.paste_mask))
+    onto = torch.zeros_like(images)
+    pasted = face.refine_clip(images, plan, 3, denoise, onto=onto).frames
+    assert torch.equal(pasted, face.paste_clip(onto, 1 - crops, plan.windows, refined.paste_mask))
+
+
+def test_outside_message_names_the_frames_and_the_fix():
+    assert face.outside_message((0, 3)) == (
+        "the face reaches outside its crop window in frame(s) [0, 3]; only the part inside is refined, blended "
+        "softly at the window's edge. Raise crop_factor, or use crop_mode 'union' for a moving face (a window never "
+        "exceeds the frame's shorter side).")
+    assert face.outside_message([2], "track 1's face").startswith("track 1's face reaches outside")

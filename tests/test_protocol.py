@@ -25,8 +25,9 @@ from vcd_diffusers.protocol import RayTasks, connect_ray, load_plan, run_protoco
 from vcd_diffusers.protocol.runner import run_video, train_identity
 from vcd_diffusers.video_io import read_frames
 
-# ComfyUI only writes the tiny checkpoint here; what is tested is the same on every host
-pytestmark = pytest.mark.host_independent
+# ComfyUI only writes the tiny checkpoint here; what is tested is the same on every host. One torch thread, as
+# in each Ray worker (one CPU per task), so both give bit-identical scores.
+pytestmark = [pytest.mark.host_independent, pytest.mark.usefixtures("one_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
 STOP_AT = 5  # the run in flight when the job is killed: runs 0-4 finished before
@@ -45,15 +46,6 @@ def runner(spec, folder):
     return scores
 run_protocol(plan, out, runner, train_identity)
 """
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread here, as in each Ray worker (one CPU per task), so both give bit-identical scores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -4,4 +4,4 @@ Nothing here imports ComfyUI: the functions take tensors and callables, so they 
 ComfyUI nodes (``nodes/``) and plain diffusers pipelines alike.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -11,7 +11,7 @@ window's border. Images are ComfyUI-style ``[F, H, W, C]`` floats, masks ``[F, H
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,8 @@ from .geometry import Box, draw_outlines
 __all__ = [
     "CROP_MODES", "mask_box", "crop_window", "union_window", "per_frame_windows", "clip_windows", "crop_size",
     "crop_clip", "paste_clip", "cut_to_windows", "exclusive_masks", "feather_mask", "latent_noise_mask",
-    "window_preview",
+    "window_preview", "masks_for_frames", "FacePlan", "plan_crops", "outside_message", "CropDenoiser", "Refined",
+    "refine_clip",
 ]
 
 CROP_MODES = ["union", "per_frame_smoothed"]
@@ -174,3 +175,76 @@ def window_preview(images: torch.Tensor, windows: Sequence[Box], masks: torch.Te
     """Frame ``i`` with its crop window outlined in yellow and the box of its face mask in red, ``[F, H, W, C]``."""
     faces = [[box] if (box := mask_box(mask)) is not None else [] for mask in masks]
     return draw_outlines(draw_outlines(images, faces, FACE_COLOUR), [[window] for window in windows], WINDOW_COLOUR)
+
+
+def masks_for_frames(mask: torch.Tensor, images: torch.Tensor, name: str = "mask") -> torch.Tensor:
+    """A float ``[F, H, W]`` mask batch matching ``images`` one to one (one ``[H, W]`` / ``[1, H, W]`` mask serves
+    every frame); ``name`` is the input the errors name."""
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim != 3:
+        raise ValueError(f"{name} has shape {tuple(mask.shape)}: give a MASK batch [frames, height, width] (or one "
+                         "[height, width] mask for all frames).")
+    if mask.shape[-2:] != images.shape[1:3]:
+        raise ValueError(f"{name} is {mask.shape[-1]}x{mask.shape[-2]} but the frames are {images.shape[2]}x"
+                         f"{images.shape[1]}: resize the mask to the frames.")
+    if mask.shape[0] == 1:
+        mask = mask.expand(images.shape[0], -1, -1)
+    if mask.shape[0] != images.shape[0]:
+        raise ValueError(f"{name} has {mask.shape[0]} frames but image has {images.shape[0]}: give one mask per frame "
+                         "(or one for all).")
+    return mask.float()
+
+
+class FacePlan(NamedTuple):
+    """Where one face is refined: a window per frame, the paste mask cut to them (also the noise mask), the
+    side the crops are denoised at, and the frames whose face reached outside its window."""
+
+    windows: list[Box]
+    inside: torch.Tensor
+    size: int
+    leaving: list[int]
+
+
+def plan_crops(masks: torch.Tensor, crop_factor: float, crop_mode: str, guide_size: int, max_size: int,
+               paste: torch.Tensor | None = None) -> FacePlan | None:
+    """The crop windows of ``masks`` ``[F, H, W]`` (``clip_windows``) and ``paste`` (default: ``masks``; a track's
+    exclusive mask) cut to them. None when no frame has a face."""
+    windows = clip_windows(masks, crop_factor, crop_mode)
+    if windows is None:
+        return None
+    inside, leaving = cut_to_windows(masks if paste is None else paste, windows)
+    return FacePlan(windows, inside, crop_size(windows[0].height, guide_size, max_size), leaving)
+
+
+def outside_message(leaving: Sequence[int], face_name: str = "the face") -> str:
+    """What to tell the artist when a face reaches outside its crop window in frames ``leaving``."""
+    return (f"{face_name} reaches outside its crop window in frame(s) {list(leaving)}; only the part inside is "
+            "refined, blended softly at the window's edge. Raise crop_factor, or use crop_mode 'union' for a moving "
+            "face (a window never exceeds the frame's shorter side).")
+
+
+CropDenoiser = Callable[[torch.Tensor, Callable[[int], torch.Tensor]], torch.Tensor]
+"""``(crop clip [F, s, s, C], noise_mask(latent side) -> [F, 1, l, l])`` -> the crop clip re-denoised in ONE
+sampling call (encode, sample with the noise mask, decode): the host's part of Face VCD."""
+
+
+class Refined(NamedTuple):
+    """Face VCD's result: the frames with the face pasted, the feathered paste mask, the crop clip before/after."""
+
+    frames: torch.Tensor
+    paste_mask: torch.Tensor
+    crop_before: torch.Tensor
+    crop_after: torch.Tensor
+
+
+def refine_clip(images: torch.Tensor, plan: FacePlan, feather: int, denoise: CropDenoiser,
+                onto: torch.Tensor | None = None) -> Refined:
+    """Face VCD on ``images`` ``[F, H, W, C]``: crop every frame to its window, re-denoise the crop clip jointly
+    with the face as noise mask, paste it back through the face mask cut to the window and feathered, into
+    ``onto`` (default: ``images``; a later face track pastes into the frames an earlier one refined)."""
+    before = crop_clip(images, plan.windows, plan.size)
+    after = denoise(before, lambda side: latent_noise_mask(plan.inside, plan.windows, side))
+    paste_mask = feather_mask(plan.inside, feather)
+    pasted = paste_clip(images if onto is None else onto, after, plan.windows, paste_mask)
+    return Refined(pasted, paste_mask, before, after)
