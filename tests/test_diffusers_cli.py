@@ -33,7 +33,10 @@ def vcd(capsys):
     """``vcd(*args)`` -> (exit code, stdout, stderr) of the command run in this process."""
 
     def run(*args):
-        code = cli.main([str(a) for a in args])
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as exit:  # argparse's usage errors, as the console script exits
+            code = exit.code
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -49,6 +52,10 @@ def save_png(array: np.ndarray, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
     return path
+
+
+def one_photo(folder: Path) -> Path:
+    return save_png(np.zeros((64, 64, 3), np.uint8), folder / "p" / "a.png")
 
 
 def read_png_frames(folder: Path) -> torch.Tensor:
@@ -143,6 +150,53 @@ def test_train_generate_refine_upscale_evaluate(vcd, tiny_files, tmp_path, read_
         assert float(row["motion"]) > 0
 
 
+@pytest.fixture(scope="module")
+def segmenters(tmp_path_factory):
+    """A tiny seeded GroundingDINO folder (transformers) and SAM checkpoint (original layout)."""
+    root = tmp_path_factory.mktemp("segmenters")
+    return tiny_encoders.save_tiny_grounding_dino(root / "gdino"), tiny_encoders.save_tiny_sam(root / "sam.pth")
+
+
+def test_train_id_segments_the_photos_as_prompt_segment_does(vcd, tiny_files, segmenters, tmp_path):
+    """--segment masks each photo with GroundingDINO + SAM through vcd_core.segment (VCD Prompt Segment's calls),
+    saves the masks by photo name, and trains on them: the same vectors as training again with --masks on them."""
+    from vcd_core import segment
+
+    photo = skimage.data.astronaut()[::4, ::4]
+    for i, picture in enumerate((photo, photo[:, ::-1], np.roll(photo, 20, axis=0))):
+        save_png(np.ascontiguousarray(picture), tmp_path / "photos" / f"p{i}.png")
+    dino, sam = segmenters
+    train = ["--class-word", "woman", "--steps", 2, "--batch-size", 2, "--resolution", 64, "--no-augment"]
+    code, out, err = vcd("train-id", tmp_path / "photos", "--segment", "person", "--grounding-dino", dino, "--sam", sam,
+                         "--box-threshold", 0, "--text-threshold", 0, "--save-masks", tmp_path / "masks",
+                         *models_args(tiny_files, motion=False), *train, "--out", tmp_path / "seg.safetensors")
+    assert code == 0, err
+    assert "segmented 'person' in 3 of 3 photos" in out
+    saved = read_png_frames(tmp_path / "masks")[..., 0].float() / 255
+    model, processor = segment.load_grounding_dino(dino)
+    predictor = segment.load_sam(sam)
+    photos = torch.stack([torch.from_numpy(np.array(Image.open(tmp_path / "photos" / f"p{i}.png"))).float() / 255
+                          for i in range(3)])
+    wanted, missed = segment.prompt_masks(photos, lambda px: segment.detect(model, processor, px, "person", 0, 0),
+                                          lambda px, boxes: segment.segment_boxes(predictor, px, boxes))
+    assert missed == [] and torch.equal(saved, wanted)
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["p0.png", "p1.png", "p2.png"]
+
+    code, _, err = vcd("train-id", tmp_path / "photos", "--masks", tmp_path / "masks",
+                       *models_args(tiny_files, motion=False), *train, "--out", tmp_path / "masked.safetensors")
+    assert code == 0, err
+    segmented = embedding_io.read_embedding(tmp_path / "seg.safetensors")
+    masked = embedding_io.read_embedding(tmp_path / "masked.safetensors")
+    assert torch.equal(segmented.vectors, masked.vectors)
+    assert segmented.metadata["photos_hash"] == masked.metadata["photos_hash"]  # it hashes the masks too
+
+    code, _, err = vcd("train-id", tmp_path / "photos", "--segment", "person", "--grounding-dino", dino, "--sam", sam,
+                       "--box-threshold", 1, "--save-masks", tmp_path / "masks", *models_args(tiny_files, motion=False),
+                       *train, "--out", tmp_path / "none.safetensors")
+    assert code == 2 and re.search(r"p0.png already exists in .*masks: pick another name", err), err  # never unasked
+    assert not (tmp_path / "none.safetensors").exists()
+
+
 def test_existing_outputs_are_refused_before_any_work(vcd, tiny_files, tmp_path, monkeypatch):
     taken = tmp_path / "taken.webp"
     taken.write_bytes(b"an artist's file")
@@ -217,6 +271,22 @@ def wide_identity(tmp_path):
     ("missing mask", lambda f, t: ["train-id", save_png(np.zeros((64, 64, 3), np.uint8), t / "p" / "a.png"),
                                    "--masks", t, *models_args(f, motion=False), "--out", t / "me.safetensors"],
      r"--masks: no mask for a.png in .* \(expected a.png\)"),
+    ("segment without sam", lambda f, t: ["train-id", one_photo(t), "--segment", "woman", "--grounding-dino", t,
+                                          *models_args(f, motion=False), "--out", t / "me.safetensors"],
+     r"--sam: --segment needs a SAM checkpoint\.$"),
+    ("segment missing model", lambda f, t: ["train-id", one_photo(t), "--segment", "woman", "--grounding-dino", t / "gd",
+                                            "--sam", t, *models_args(f, motion=False), "--out", t / "me.safetensors"],
+     r"--grounding-dino: --segment needs a GroundingDINO folder or .pth; nothing at .*gd\.$"),
+    ("sam without segment", lambda f, t: ["train-id", one_photo(t), "--sam", t, *models_args(f, motion=False), "--out",
+                                          t / "me.safetensors"], r"--sam is used with --segment PROMPT"),
+    ("empty segment prompt", lambda f, t: ["train-id", one_photo(t), "--segment", " ", *models_args(f, motion=False), "--out",
+                                           t / "me.safetensors"], r"--segment: say what to segment"),
+    ("threshold", lambda f, t: ["train-id", one_photo(t), "--segment", "woman", "--grounding-dino", t, "--sam", t,
+                                "--box-threshold", 2, *models_args(f, motion=False), "--out", t / "me.safetensors"],
+     r"--box-threshold must be in \[0, 1\] \(got 2.0\)"),
+    ("masks and segment", lambda f, t: ["train-id", t, "--masks", t, "--segment", "woman",
+                                        *models_args(f, motion=False), "--out", t / "me.safetensors"],
+     r"argument --segment: not allowed with argument --masks"),
     ("no references", lambda f, t: ["evaluate", t / "v.webp", "--references", t, "--prompt", "x", "--dino", t,
                                     "--clip", t], r"references: no reference images in"),
 ])

@@ -22,8 +22,20 @@ def add_refine_inputs(parser: argparse.ArgumentParser) -> None:
 def configure_train(parser: argparse.ArgumentParser) -> None:
     cli.add_model_options(parser, motion=False)
     parser.add_argument("photos", nargs="+", type=Path, help="photos of the person, or folders of them")
-    parser.add_argument("--masks", type=Path, help="folder of subject masks (white = person) named like the photos; "
-                        "without it the loss covers the whole photo")
+    subject = parser.add_mutually_exclusive_group()
+    subject.add_argument("--masks", type=Path, help="folder of subject masks (white = person) named like the photos; "
+                         "without it (or --segment) the loss covers the whole photo")
+    subject.add_argument("--segment", metavar="PROMPT", help="mask the loss to what PROMPT names (e.g. 'woman'), found "
+                         "by GroundingDINO + SAM (the paper's prompt-to-segmentation); needs --grounding-dino and --sam")
+    seg = parser.add_argument_group("segmentation (with --segment)")
+    seg.add_argument("--grounding-dino", type=Path, help="a Hugging Face GroundingDINO folder (e.g. grounding-dino-tiny) "
+                     "or an original groundingdino_swint_ogc.pth with its .cfg.py beside it (+ --bert)")
+    seg.add_argument("--sam", type=Path, help="an original SAM checkpoint (e.g. sam_vit_b_01ec64.pth)")
+    seg.add_argument("--bert", type=Path, help="bert-base-uncased folder (config.json, vocab.txt) for an original .pth")
+    seg.add_argument("--box-threshold", type=float, default=0.3, help="GroundingDINO box score to keep (%(default)s)")
+    seg.add_argument("--text-threshold", type=float, default=0.25, help="GroundingDINO text score (%(default)s)")
+    seg.add_argument("--save-masks", type=Path, help="also write the masks there as PNGs named like the photos "
+                     "(check them; fix one by hand and train again with --masks)")
     parser.add_argument("--out", type=Path, required=True, help="the identity file, NAME.safetensors")
     parser.add_argument("--class-word", default="man", help="what the person is: man, woman, person ... (%(default)s)")
     parser.add_argument("--tokens", type=int, default=4, help="new tokens to learn (the paper: 4)")
@@ -65,6 +77,59 @@ def mask_for(photo: Path, folder: Path) -> Path:
     return matches[0]
 
 
+def check_segment_options(args: argparse.Namespace, files: list[Path]) -> None:
+    """Refuse a --segment run that misses a model, has thresholds out of range or would overwrite a saved mask,
+    before any work."""
+    from vcd_core.files import exists_error
+
+    if args.segment is None:
+        for option in ("grounding_dino", "sam", "bert", "save_masks"):
+            if getattr(args, option) is not None:
+                raise ValueError(f"--{option.replace('_', '-')} is used with --segment PROMPT (say what to mask, "
+                                 "e.g. --segment woman).")
+        return
+    if not args.segment.strip():
+        raise ValueError("--segment: say what to segment, e.g. --segment woman.")
+    for option, what in (("grounding_dino", "a GroundingDINO folder or .pth"), ("sam", "a SAM checkpoint")):
+        path = getattr(args, option)
+        if path is None or not path.exists():
+            flag = f"--{option.replace('_', '-')}"
+            raise FileNotFoundError(f"{flag}: --segment needs {what}" + ("" if path is None else f"; nothing at {path}")
+                                    + ".")
+    for option in ("box_threshold", "text_threshold"):
+        if not 0 <= getattr(args, option) <= 1:
+            raise ValueError(f"--{option.replace('_', '-')} must be in [0, 1] (got {getattr(args, option)}).")
+    if args.save_masks is not None:
+        stems = [path.stem for path in files]
+        clash = sorted({stem for stem in stems if stems.count(stem) > 1})
+        if clash:
+            raise ValueError(f"--save-masks: photos named {clash} more than once; masks are saved by name: rename them.")
+        for stem in stems:
+            if (args.save_masks / f"{stem}.png").exists() and not args.overwrite:
+                raise exists_error(args.save_masks / f"{stem}.png")
+
+
+def subject_masks(args: argparse.Namespace, files: list[Path], photos: list) -> list | None:
+    """The subject masks for the photos: read (--masks), segmented (--segment, optionally saved), or None."""
+    from .video_io import read_masks, write_frames
+
+    if args.masks is not None:
+        return [read_masks(mask_for(path, args.masks), "--masks")[0] for path in files]
+    if args.segment is None:
+        return None
+    from .segment import segment_photos
+
+    device, _ = cli.device_and_dtype(args)
+    masks, missed = segment_photos(photos, args.segment, args.grounding_dino, args.sam, bert=args.bert,
+                                   box_threshold=args.box_threshold, text_threshold=args.text_threshold, device=device)
+    print(f"segmented '{args.segment}' in {len(files) - len(missed)} of {len(files)} photos"
+          + (f"; none in {[files[i].name for i in missed]}" if missed else ""))
+    if args.save_masks is not None:
+        for path, mask in zip(files, masks):  # one by one: photos may differ in size
+            write_frames(mask[None, ..., None].expand(-1, -1, -1, 3), args.save_masks, args.overwrite, [path.stem])
+    return masks
+
+
 def run_train(args: argparse.Namespace) -> None:
     import torch
 
@@ -72,7 +137,7 @@ def run_train(args: argparse.Namespace) -> None:
     from vcd_core.files import exists_error
 
     from .train import train_identity
-    from .video_io import read_frames, read_masks, write_table
+    from .video_io import read_frames, write_table
 
     if args.out.suffix != ".safetensors":
         raise ValueError(f"--out: {args.out.name} must end in .safetensors (the file ComfyUI and vcd read).")
@@ -82,10 +147,9 @@ def run_train(args: argparse.Namespace) -> None:
             raise exists_error(path)
     config = identity.TrainConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed)
     files = photo_files(args.photos)
+    check_segment_options(args, files)
     photos = [read_frames(path, "photos")[0] for path in files]
-    masks = None
-    if args.masks is not None:
-        masks = [read_masks(mask_for(path, args.masks), "--masks")[0] for path in files]
+    masks = subject_masks(args, files, photos)
     models = cli.load_models(args)  # float32 (train-id has no --dtype): CUDA trains under autocast
     progress = cli.Progress("train-id", args.quiet)
     trained = train_identity(models, photos, masks, name=name, class_word=args.class_word, tokens=args.tokens,
@@ -108,7 +172,9 @@ def run_train(args: argparse.Namespace) -> None:
 cli.register(cli.Command(
     "train-id", "learn an identity embedding (the ID module) from a few photos of a person",
     "  vcd train-id photos/ --checkpoint realisticVisionV51.safetensors --class-word woman --out ids/mona.safetensors\n"
-    "  vcd train-id a.jpg b.jpg c.jpg --masks masks/ --checkpoint sd15.safetensors --steps 200 --out ids/me.safetensors\n",
+    "  vcd train-id a.jpg b.jpg c.jpg --masks masks/ --checkpoint sd15.safetensors --steps 200 --out ids/me.safetensors\n"
+    "  vcd train-id photos/ --segment woman --grounding-dino models/grounding-dino/grounding-dino-tiny \\\n"
+    "      --sam models/sams/sam_vit_b_01ec64.pth --save-masks masks/ --checkpoint sd15.safetensors --out ids/mona.safetensors\n",
     configure_train, run_train))
 
 

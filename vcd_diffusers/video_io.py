@@ -129,17 +129,19 @@ def write_video(frames: torch.Tensor, path: str | os.PathLike, fps: float = 8.0,
     return write_atomic(path, _animated(arrays, fps, "WEBP" if path.suffix.lower() == ".webp" else "GIF"), overwrite)
 
 
-def write_frames(frames: torch.Tensor, folder: str | os.PathLike, overwrite: bool = False) -> list[Path]:
-    """Each frame as ``folder/frame_00000.png`` (8-bit RGB)."""
+def write_frames(frames: torch.Tensor, folder: str | os.PathLike, overwrite: bool = False,
+                 names: Sequence[str] | None = None) -> list[Path]:
+    """Each frame as ``folder/frame_00000.png``, or ``folder/NAME.png`` by ``names`` (8-bit RGB)."""
     from PIL import Image
 
     folder = Path(folder)
+    names = names or [f"frame_{index:05d}" for index in range(len(frames))]
     paths = []
-    for index, array in enumerate(_uint8(frames)):
+    for name, array in zip(names, _uint8(frames), strict=True):
         def write(temp: str, array=array) -> None:
             Image.fromarray(array).save(temp, format="PNG")
 
-        paths.append(write_atomic(folder / f"frame_{index:05d}.png", write, overwrite))
+        paths.append(write_atomic(folder / f"{name}.png", write, overwrite))
     return paths
 
 
