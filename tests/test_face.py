@@ -394,7 +394,8 @@ def test_exclusive_masks_clear_every_other_face_and_keep_soft_values():
 @pytest.mark.parametrize("mask, match", [
     (torch.ones(2, 32, 48), r"^mask has 2 frames but image has 3: give one mask per frame \(or one for all\)\.$"),
     (torch.ones(3, 48, 32), r"^mask is 32x48 but the frames are 48x32: resize the mask to the frames\.$"),
-    (torch.ones(3, 1, 32, 48), r"^mask has shape \(3, 1, 32, 48\): give a MASK batch"),
+    (torch.ones(3, 1, 32, 48), r"^mask has shape \(3, 1, 32, 48\): give a MASK batch \[frames, height, width\] \(or "
+                               r"one \[height, width\] mask for all frames\)\.$"),
 ])
 def test_masks_for_frames_names_the_input_and_the_fix(mask, match):
     with pytest.raises(ValueError, match=match):
@@ -422,6 +423,8 @@ def test_plan_crops_windows_the_masks_and_cuts_the_paste_mask():
     assert torch.equal(face.plan_crops(masks, 2.0, "union", 72, 256, paste=paste).inside,
                        face.cut_to_windows(paste, plan.windows)[0])
     assert face.plan_crops(torch.zeros(3, 64, 96), 2.0, "union", 72, 256) is None
+    one = face.plan_crops(masks[:1], 2.0, "union", guide_size=8, max_size=256)  # a single frame
+    assert one.size == one.windows[0].height == 32
     per_frame = face.plan_crops(masks, 2.0, "per_frame_smoothed", 8, 16)
     assert per_frame.windows == face.per_frame_windows(masks, 2.0) and per_frame.size == 16
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vcd_core import identity_scores, metrics
 from vcd_core.geometry import Box
@@ -58,6 +59,25 @@ def test_track_crops_are_squares_around_each_present_box_kept_in_the_frame():
     assert big.shape == (2, 8, 8, 3)  # a crop larger than the frame shrinks to its shorter side
     empty, none = identity_scores.track_crops(images, [None, None], size=8)
     assert empty.shape == (0, 8, 8, 3) and none == []
+
+
+def resized(image: torch.Tensor, size: int) -> torch.Tensor:
+    """``[H, W, C]`` to ``size`` x ``size`` as track_crops resizes (bilinear, antialiased)."""
+    return F.interpolate(image.movedim(-1, 0)[None], size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)[0].movedim(0, -1)
+
+
+def test_track_crops_are_the_scaled_box_around_its_centre_moved_inside_the_frame():
+    images = torch.rand(3, 20, 30, 3, generator=torch.Generator().manual_seed(0))
+    track = [Box(0, 20, 0, 20), Box(5, 9, 25, 29), Box(8, 12, 26, 30)]
+    crops, frames = identity_scores.track_crops(images, track, size=8, scale=1.3)
+    assert frames == [0, 1, 2]
+    assert torch.equal(crops[0], resized(images[0, :, 0:20], 8))  # 26 px: cut to the frame's 20 px
+    assert torch.equal(crops[1], resized(images[1, 5:10, 25:30], 8))  # round(4 x 1.3) = 5 px about (7, 27)
+    wide, _ = identity_scores.track_crops(images, track[2:], size=8, scale=2.0)  # as frame 0
+    assert torch.equal(wide[0], images[0, 6:14, 22:30])  # 8 px about (10, 28), moved left into the frame
+    bright, _ = identity_scores.track_crops(images * 3, track[2:], size=8, scale=2.0)  # as frame 0
+    assert torch.equal(bright[0], (images[0, 6:14, 22:30] * 3).clamp(0, 1))
 
 
 
@@ -187,7 +207,9 @@ def test_tracks_from_masks_are_each_frames_mask_box_and_refuse_other_frame_count
     still[0, 5:9, 6:8] = 1.0
     assert identity_scores.tracks_from_masks([masks, still, still[0]], 3, 40, 90) == [
         [Box(10, 20, 10, 20), None, Box(12, 22, 30, 45)], [Box(5, 9, 6, 8)] * 3, [Box(5, 9, 6, 8)] * 3]
-    with pytest.raises(ValueError, match=r"^track_masks: mask 1 has 2 frames but the video has 3"):
+    with pytest.raises(ValueError, match=r"^track_masks: mask 1 has 2 frames but the video has 3; give one mask per "
+                                         r"frame \(VCD Face Tracks on the same frames\) or one for all frames\.$"):
         identity_scores.tracks_from_masks([masks, masks[:2]], 3, 40, 90)
-    with pytest.raises(ValueError, match=r"^track_masks: mask 0 is \(3, 40, 80\) but the frames are 40x90"):
+    with pytest.raises(ValueError, match=r"^track_masks: mask 0 is \(3, 40, 80\) but the frames are 40x90; give the "
+                                         r"masks of this video's faces \(VCD Face Tracks on the same frames\)\.$"):
         identity_scores.tracks_from_masks([masks[..., :80]], 3, 40, 90)

@@ -85,6 +85,8 @@ def test_assignment_by_position_goes_left_to_right_or_follows_the_picks():
     assert [xs(t)[1] for t in tracks.order_left_to_right(found)] == [1, 50, 90]
     with pytest.raises(ValueError, match="distinct track indices"):
         tracks.assign_by_position(found, 2, picks=[0, 0])
+    with pytest.raises(ValueError, match=r"^track picks \[3\] must be distinct track indices below 3\.$"):
+        tracks.assign_by_position(found, 2, picks=[3])
     with pytest.raises(ValueError, match="at most one track per identity"):
         tracks.assign_by_position(found, 1, picks=[0, 1])
 
@@ -112,6 +114,71 @@ def test_tracks_without_faces_get_no_identity():
     assert torch.isnan(similarity[0, 0]) and similarity[1, 0] == pytest.approx(1.0)
     assert tracks.assign_by_similarity(similarity) == [None, 0]
     assert tracks.assign_by_similarity(torch.tensor([[float("nan")]])) == [None]
+
+
+def test_iou_of_boxes_that_touch_share_one_side_or_are_empty():
+    assert tracks.iou(Box(0, 10, 0, 10), Box(10, 20, 5, 15)) == 0.0  # below it, overlapping in x only
+    assert tracks.iou(Box(0, 10, 0, 10), Box(5, 15, 10, 20)) == 0.0  # beside it, overlapping in y only
+    assert tracks.iou(Box(0, 1, 0, 1), Box(0, 1, 0, 1)) == 1.0  # a one-pixel box on itself
+    assert tracks.iou(Box(3, 3, 0, 5), Box(3, 3, 0, 5)) == 0.0  # empty boxes overlap nothing
+
+
+def test_faces_crossing_vertically_keep_their_tracks():
+    """The crossing test turned 90 degrees: the prediction moves boxes along y too."""
+    def falling(y0, step):
+        return [Box(y0 + step * i, y0 + step * i + 24, 20, 44) for i in range(6)]
+    down, up = falling(40, 10), falling(95, -10)
+    faces = [[a, b] if i % 2 else [b, a] for i, (a, b) in enumerate(zip(down, up))]
+    found = tracks.link_tracks(faces)
+    assert sorted([b.y0 for b in t] for t in found) == sorted([[b.y0 for b in down], [b.y0 for b in up]])
+
+
+def test_a_fast_face_missed_in_a_frame_is_predicted_across_the_gap():
+    """14 px per frame with a 24 px box: after a missed frame only velocity x gap (28 px) still overlaps it."""
+    face = moving(0, 14, 7)
+    faces = [[b] for b in face]
+    faces[2] = []
+    assert tracks.iou(face[1], face[3]) == 0  # without the prediction the face would start a new track
+    [track] = tracks.link_tracks(faces)
+    assert xs(track) == [0, 14, None, 42, 56, 70, 84]
+
+
+def test_default_max_missed_is_two_frames():
+    faces = [[b] for b in moving(10, 0, 8)]
+    assert len(tracks.link_tracks(faces[:2] + [[], []] + faces[4:])) == 1
+    assert len(tracks.link_tracks(faces[:2] + [[], [], []] + faces[5:])) == 2
+
+
+def test_min_iou_zero_or_one_is_allowed_and_disjoint_faces_never_link():
+    far = [[Box(0, 10, 0, 10)], [Box(0, 10, 50, 60)]]
+    assert len(tracks.link_tracks(far, min_iou=0.0)) == 2
+    still = [[Box(0, 10, 0, 10)], [Box(0, 10, 0, 10)]]
+    assert len(tracks.link_tracks(still, min_iou=1.0)) == 1
+    with pytest.raises(ValueError, match=r"^min_iou must be between 0 and 1 \(got -0.1\)\.$"):
+        tracks.link_tracks([[]], min_iou=-0.1)
+
+
+def test_fill_gaps_interpolates_every_gap_and_keeps_the_sightings():
+    track = [Box(0, 10, 0, 10), None, Box(4, 14, 20, 30), None, None, Box(4, 14, 50, 60), None]
+    filled = tracks.fill_gaps(track)
+    assert [b.x0 if b else None for b in filled] == [0, 10, 20, 30, 40, 50, None]
+    assert filled[1] == Box(2, 12, 10, 20) and all(filled[i] == track[i] for i in (0, 2, 5))
+
+
+def test_track_masks_of_no_tracks_and_of_boxes_off_the_frame():
+    assert tracks.track_masks([], 4, 6).shape == (0, 0, 4, 6)
+    off = tracks.track_masks([[Box(-5, -1, 0, 3), Box(0, 3, -5, -1), Box(-2, 2, -2, 2)]], 4, 6)
+    assert off[0, :2].sum() == 0 and off[0, 2].sum() == 4 and off[0, 2, :2, :2].all()
+
+
+def test_similarity_is_float64_and_unknown_rows_do_not_take_an_identity():
+    similarity = tracks.track_similarity([torch.ones(2, 8)], [torch.ones(1, 8)])
+    assert similarity.dtype == torch.float64
+    unknown_first = torch.tensor([[float("nan")], [-0.5]])  # NaN counts as worse than any similarity
+    assert tracks.assign_by_similarity(unknown_first) == [None, 0]
+    assert tracks.assign_by_similarity(torch.tensor([[0.5]]), min_similarity=0.5) == [0]  # at the threshold
+    with pytest.raises(ValueError, match=r"^similarity must be \[tracks, identities\], got shape \(3,\)\.$"):
+        tracks.assign_by_similarity(torch.ones(3))
 
 
 def test_outlines_draw_each_masks_inner_border_in_its_colour():
