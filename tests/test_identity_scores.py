@@ -213,3 +213,51 @@ def test_tracks_from_masks_are_each_frames_mask_box_and_refuse_other_frame_count
     with pytest.raises(ValueError, match=r"^track_masks: mask 0 is \(3, 40, 80\) but the frames are 40x90; give the "
                                          r"masks of this video's faces \(VCD Face Tracks on the same frames\)\.$"):
         identity_scores.tracks_from_masks([masks[..., :80]], 3, 40, 90)
+
+
+def test_track_crops_fit_narrow_frames_tiny_boxes_and_the_bottom_edge():
+    images = torch.rand(1, 30, 20, 3, generator=torch.Generator().manual_seed(1))  # taller than wide
+    crops, _ = identity_scores.track_crops(images, [Box(0, 30, 0, 20)], size=20, scale=1.3)
+    assert torch.equal(crops[0], images[0, 5:25])  # 39 px cut to the frame's 20 px width, about the centre row 15
+    pixel, _ = identity_scores.track_crops(images, [Box(5, 6, 7, 8)], size=4, scale=1.0)
+    assert torch.equal(pixel[0], resized(images[0, 5:6, 7:8], 4))  # one pixel stays one pixel
+    bottom, _ = identity_scores.track_crops(images, [Box(26, 30, 5, 9)], size=8, scale=2.0)
+    assert torch.equal(bottom[0], images[0, 22:30, 3:11])  # moved up into the frame
+
+
+def test_one_identity_has_no_swaps():
+    assert identity_scores.swapped(torch.rand(3, 1), 0).tolist() == [False] * 3
+    assert identity_scores.swapped(torch.rand(3, 1), 0).dtype == torch.bool
+
+
+def test_mismatched_inputs_are_named_in_full():
+    with pytest.raises(ValueError, match=r"^references: every identity needs at least one reference face\.$"):
+        identity_scores.per_frame_similarity(E, [E[:0]])
+    crops = [torch.zeros(1, 8, 8, 3)]
+    with pytest.raises(ValueError, match=r"^1 names, 1 reference batches and 1 prompts; 2 assignments and 1 frame "
+                                         r"lists for 1 tracks: give one of each\.$"):
+        identity_scores.scores_per_identity(crops, [[0]], [0, None], [photo(RED)], ["ann"], ["red ann"], mean_colour,
+                                            mean_colour, text_feature)
+    for names, prompts in ((["ann", "ann"], ["a", "b"]), (["ann", "bob"], ["a"])):
+        with pytest.raises(ValueError, match=r"^names: \[.*\] and \d prompt\(s\) for 2 identities; give one distinct "
+                                             r"name and one prompt per identity\.$"):
+            identity_scores.evaluate_identities(two_people([RED], [BLUE]), [], [photo(RED), photo(BLUE)], names,
+                                                prompts, mean_colour, mean_colour, text_feature, COLOUR)
+    faceless = identity_scores.FaceModel("blind", mean_colour, lambda photos: torch.zeros(0, 3))
+    with pytest.raises(ValueError, match=r"^references of ann: blind finds no face in its 1 photo\(s\); give photos "
+                                         r"where the face is seen from the front\.$"):
+        identity_scores.evaluate_identities(two_people([RED], [BLUE]), [], [photo(RED)], ["ann"], ["red ann"],
+                                            mean_colour, mean_colour, text_feature, faceless)
+
+
+def test_no_tracks_or_a_track_without_faces_give_empty_scores():
+    def crops_of_faces(crops):
+        assert crops.shape[0] > 0, "a face model is never asked to encode no crops"
+        return mean_colour(crops)
+
+    model = identity_scores.FaceModel("strict", crops_of_faces, mean_colour)
+    video = two_people([RED, RED], [None, None])
+    for found in ([], [[None, None]]):
+        scores = identity_scores.evaluate_identities(video, found, [photo(RED)], ["ann"], ["red ann"], mean_colour,
+                                                     mean_colour, text_feature, model)
+        assert scores["per_identity"] == {"ann": None} and len(scores["tracks"]) == len(found)
