@@ -159,3 +159,19 @@ def tiny_models(files: TinyFiles):
     from vcd_diffusers.loading import load_models
 
     return load_models(files.checkpoint, files.motion_module, files.config_dir)
+
+
+def save_tiny_esrgan(path: Path, seed: int = 0, scale: int = 4) -> Path:
+    """A seeded ESRGAN upscaler (8 filters, 1 RRDB) in the original ESRGAN key layout of 4x-UltraSharp.pth
+    (``model.0.weight`` ...), written as a tensors-only ``torch.save``: what spandrel and ComfyUI's Load Upscale
+    Model read."""
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    torch.manual_seed(seed)
+    net = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=scale)
+    with torch.no_grad():
+        last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        last.bias.fill_(0.5)  # outputs around mid-grey, not clamped to black
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return path

@@ -58,6 +58,11 @@ def one_photo(folder: Path) -> Path:
     return save_png(np.zeros((64, 64, 3), np.uint8), folder / "p" / "a.png")
 
 
+def tensors_file(path: Path) -> Path:
+    torch.save({"weight": torch.zeros(2, 2)}, path)
+    return path
+
+
 def read_png_frames(folder: Path) -> torch.Tensor:
     return torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))) for p in sorted(folder.glob("*.png"))])
 
@@ -197,6 +202,27 @@ def test_train_id_segments_the_photos_as_prompt_segment_does(vcd, tiny_files, se
     assert not (tmp_path / "none.safetensors").exists()
 
 
+def test_upscale_with_a_model_runs_it_before_resizing_and_refining(vcd, tiny_files, tmp_path, monkeypatch):
+    """--upscale-model: each frame through the ESRGAN file (4x), then resized to --scale (2x), then Tiled VCD."""
+    from devtools.tiny_diffusers import save_tiny_esrgan
+    from vcd_diffusers import tiled
+    from vcd_diffusers.upscaler import load_upscale_model, upscale_with_model
+
+    frames = torch.rand(2, 32, 48, 3, generator=torch.Generator().manual_seed(0))
+    for i, frame in enumerate(frames):
+        save_png((frame * 255).round().byte().numpy(), tmp_path / "clip" / f"frame_{i:05d}.png")
+    model_file = save_tiny_esrgan(tmp_path / "tiny_esrgan.pth")
+    refined = []
+    monkeypatch.setattr(tiled, "tiled_refine", lambda models, frames, *args, **kw: refined.append(frames) or frames)
+    code, _, err = vcd("upscale", tmp_path / "clip", *models_args(tiny_files), "--prompt", "x", "--upscale-model",
+                       model_file, "--out", tmp_path / "up.webp")
+    assert code == 0, err
+    read = read_png_frames(tmp_path / "clip").float() / 255
+    wanted = tiled.resize_to(upscale_with_model(load_upscale_model(model_file), read), 64, 96)
+    assert len(refined) == 1 and torch.equal(refined[0], wanted)
+    assert not torch.allclose(wanted, tiled.resize_to(read, 64, 96), atol=0.05)  # not the bicubic resize
+
+
 def test_existing_outputs_are_refused_before_any_work(vcd, tiny_files, tmp_path, monkeypatch):
     taken = tmp_path / "taken.webp"
     taken.write_bytes(b"an artist's file")
@@ -287,6 +313,12 @@ def wide_identity(tmp_path):
     ("masks and segment", lambda f, t: ["train-id", t, "--masks", t, "--segment", "woman",
                                         *models_args(f, motion=False), "--out", t / "me.safetensors"],
      r"argument --segment: not allowed with argument --masks"),
+    ("missing upscale model", lambda f, t: ["upscale", one_photo(t), *models_args(f), "--prompt", "x",
+                                            "--upscale-model", t / "4x.pth", "--out", t / "o.webp"],
+     r"upscale model: no file at .*4x.pth; check the path"),
+    ("not an upscaler", lambda f, t: ["upscale", one_photo(t), *models_args(f), "--prompt", "x", "--upscale-model",
+                                      tensors_file(t / "junk.pth"), "--out", t / "o.webp"],
+     r"upscale model: junk.pth is no upscaler architecture spandrel knows; give an ESRGAN-type model"),
     ("no references", lambda f, t: ["evaluate", t / "v.webp", "--references", t, "--prompt", "x", "--dino", t,
                                     "--clip", t], r"references: no reference images in"),
 ])

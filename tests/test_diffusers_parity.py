@@ -164,3 +164,24 @@ def test_identity_training_matches_the_node_on_the_same_checkpoint(inproc, tiny_
     assert ours_meta == node_meta and ours_meta["base_model_hash"] and ours_meta["photos_hash"]
     assert vcd_diffusers.base_model_hash(tiny_models) == inproc.pack.nodes.comfy_models.base_fingerprint(
         inproc.tiny.tiny_model(0), inproc.tiny.tiny_clip(0))
+
+
+def test_model_upscale_is_comfyuis_upscale_with_model(inproc, tmp_path, monkeypatch):
+    """The library's upscaler and ComfyUI's Load Upscale Model + Upscale Image (using Model) on the same seeded
+    ESRGAN file: the same frames (a frame under ComfyUI's 512 px tile is one tile; its blend weights cancel)."""
+    import folder_paths
+    from comfy_extras import nodes_upscale_model
+
+    from devtools.tiny_diffusers import save_tiny_esrgan
+    from vcd_diffusers.upscaler import load_upscale_model, upscale_with_model
+
+    path = save_tiny_esrgan(tmp_path / "upscale_models" / "tiny_esrgan.pth")
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "upscale_models", ([str(path.parent)], {".pth"}))
+    frames = torch.rand(3, 24, 40, 3, generator=torch.Generator().manual_seed(0))
+    loaded = nodes_upscale_model.UpscaleModelLoader.execute("tiny_esrgan.pth")
+    node = nodes_upscale_model.ImageUpscaleWithModel.execute(loaded.result[0], frames).result[0]
+    model = load_upscale_model(path)
+    ours = upscale_with_model(model, frames)
+    assert model.scale == 4 and ours.shape == node.shape == (3, 96, 160, 3)
+    torch.testing.assert_close(ours, node, atol=1e-5, rtol=0)
+    assert ours.std() > 0.01 and not torch.allclose(ours[0], ours[1], atol=1e-3)  # the frames matter

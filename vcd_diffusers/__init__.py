@@ -21,9 +21,11 @@ from .loading import Models, load_identity, load_models, load_motion_adapter
 from .pipeline import T2V, Sampling, generate, initial_noise
 from .tiled import TILED, tiled_refine, upscale
 from .train import TrainedIdentity, base_model_hash, train_identity
+from .upscaler import load_upscale_model
 
 __all__ = [
     "Models", "load_models", "load_motion_adapter", "load_identity", "Sampling", "T2V", "FACE", "TILED",
     "initial_noise", "generate", "FaceResult", "detect_faces", "refine_face", "tiled_refine", "upscale",
-    "TrainedIdentity", "base_model_hash", "train_identity", "Evaluators", "load_evaluators", "evaluate",
+    "load_upscale_model", "TrainedIdentity", "base_model_hash", "train_identity", "Evaluators", "load_evaluators",
+    "evaluate",
 ]

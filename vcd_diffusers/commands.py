@@ -267,6 +267,8 @@ def configure_upscale(parser: argparse.ArgumentParser) -> None:
     add_refine_inputs(parser)
     parser.add_argument("--scale", type=float, default=2.0, help="resize factor before refining (paper 2; 1 for "
                         "frames already upscaled by another upscaler)")
+    parser.add_argument("--upscale-model", type=Path, help="an ESRGAN-type upscaler (e.g. 4x-UltraSharp.pth) run on "
+                        "each frame first, then resized to --scale; without it: a bicubic resize")
     parser.add_argument("--tile-size", type=int, default=512, help="tile side in pixels")
     parser.add_argument("--overlap", type=int, default=64, help="overlap between tiles in pixels")
     parser.add_argument("--tile-batch", type=int, default=1, help="tiles per model call (faster on big GPUs)")
@@ -284,10 +286,15 @@ def run_upscale(args: argparse.Namespace) -> None:
     check_tiling(args.tile_size, args.overlap, args.tile_batch)
     frames = read_frames(args.input, "input")
     cli.check_outputs(args, *scaled_size(frames.shape[1], frames.shape[2], args.scale))
+    upscale_model = None
+    if args.upscale_model is not None:
+        from .upscaler import load_upscale_model
+
+        upscale_model = load_upscale_model(args.upscale_model, cli.device_and_dtype(args)[0])
     models = cli.load_models(args)
     out = upscale(models, frames, args.prompt, scale=args.scale, negative=args.negative,
                   identity=cli.identity(args, models), tile_size=args.tile_size, overlap=args.overlap,
-                  tile_batch=args.tile_batch, settings=settings,
+                  tile_batch=args.tile_batch, settings=settings, upscale_model=upscale_model,
                   callback=cli.Progress("upscale", args.quiet))
     cli.write_outputs(out, args)
 
@@ -296,6 +303,7 @@ cli.register(cli.Command(
     "upscale", "Tiled VCD: resize (2x) and re-denoise in spatial tiles that each carry all frames",
     "  vcd upscale mona_face.mp4 --checkpoint rv51.safetensors --motion-module mm_sd_v15_v2.ckpt \\\n"
     "      --identity ids/mona.safetensors --prompt 'a photo of {identity} woman' --out mona_1024.mp4\n"
+    "  vcd upscale mona_face.mp4 --upscale-model 4x-UltraSharp.pth --scale 2 ... --out mona_1024.mp4  # ESRGAN first\n"
     "  vcd upscale esrgan_2x/ --scale 1 --tile-size 512 --overlap 64 ... --out refined.mp4   # already upscaled\n",
     configure_upscale, run_upscale))
 

@@ -18,7 +18,7 @@ from .loading import Models
 from .pipeline import (Denoiser, Progress, Sampling, check_frames, conditioning, decode_latents, encode_frames,
                        sample_clip)
 
-__all__ = ["TILED", "tiled_denoiser", "scaled_size", "resize_frames", "tiled_refine", "upscale"]
+__all__ = ["TILED", "tiled_denoiser", "scaled_size", "resize_to", "tiled_refine", "upscale"]
 
 TILED = Sampling(steps=20, cfg=8.0, sampler="euler", denoise=0.2, gamma=0.1)  # the paper's Tiled VCD stage
 
@@ -34,16 +34,6 @@ def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     if not scale > 0:
         raise ValueError(f"scale must be positive (got {scale}).")
     return round(height * scale), round(width * scale)
-
-
-def resize_frames(frames: torch.Tensor, scale: float) -> torch.Tensor:
-    """``[F, H, W, C]`` frames resized by ``scale`` (bicubic, antialiased when shrinking, clamped to [0, 1])."""
-    height, width = scaled_size(frames.shape[1], frames.shape[2], scale)
-    if (height, width) == tuple(frames.shape[1:3]):
-        return frames
-    x = F.interpolate(frames.movedim(-1, 1), size=(height, width), mode="bicubic", antialias=scale < 1,
-                      align_corners=False)
-    return x.movedim(1, -1).clamp(0, 1)
 
 
 @contextmanager
@@ -74,10 +64,26 @@ def tiled_refine(models: Models, frames: torch.Tensor, prompt: str, *, negative:
         return decode_latents(models, samples)[:, :height, :width]
 
 
+def resize_to(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``[F, H, W, C]`` frames resized to ``height`` x ``width`` (bicubic, antialiased when shrinking, in [0, 1])."""
+    if (height, width) == tuple(frames.shape[1:3]):
+        return frames
+    x = F.interpolate(frames.movedim(-1, 1), size=(height, width), mode="bicubic",
+                      antialias=height < frames.shape[1] or width < frames.shape[2], align_corners=False)
+    return x.movedim(1, -1).clamp(0, 1)
+
+
 def upscale(models: Models, frames: torch.Tensor, prompt: str, *, scale: float = 2.0, negative: str = "",
             identity: Embedding | None = None, tile_size: int = 512, overlap: int = 64, tile_batch: int = 1,
-            settings: Sampling = TILED, callback: Progress | None = None) -> torch.Tensor:
-    """Tiled VCD's upscale stage: ``frames`` resized by ``scale`` (the paper: 2x), then ``tiled_refine``."""
-    return tiled_refine(models, resize_frames(check_frames(frames), scale), prompt, negative=negative,
-                        identity=identity, tile_size=tile_size, overlap=overlap, tile_batch=tile_batch,
-                        settings=settings, callback=callback)
+            settings: Sampling = TILED, upscale_model=None, callback: Progress | None = None) -> torch.Tensor:
+    """Tiled VCD's upscale stage: ``frames`` resized by ``scale`` (the paper: 2x; through ``upscale_model`` first
+    when given, from ``upscaler.load_upscale_model``), then ``tiled_refine``."""
+    frames = check_frames(frames)
+    size = scaled_size(frames.shape[1], frames.shape[2], scale)
+    if upscale_model is not None:
+        from .upscaler import upscale_with_model
+
+        frames = upscale_with_model(upscale_model, frames)
+    return tiled_refine(models, resize_to(frames, *size), prompt, negative=negative, identity=identity,
+                        tile_size=tile_size, overlap=overlap, tile_batch=tile_batch, settings=settings,
+                        callback=callback)
