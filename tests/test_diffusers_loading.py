@@ -162,7 +162,8 @@ def write_tensors(path, tensors):
     ("not safetensors", lambda tmp: (tmp / "junk.safetensors").write_bytes(b"not a file") and tmp / "junk.safetensors",
      r"checkpoint: junk.safetensors is not a readable .safetensors file"),
     ("code in pickle", lambda tmp: torch.save({"state_dict": {}, "hook": print}, tmp / "evil.ckpt") or tmp / "evil.ckpt",
-     r"evil.ckpt holds more than tensors, so it is not loaded"),
+     r"checkpoint: evil.ckpt holds more than tensors, so it is not loaded \(a pickle like that can run code\)\. "
+     r"Copy it again, or use a .safetensors version of it\.$"),
     ("other suffix", lambda tmp: (tmp / "model.onnx").write_bytes(b"x") and tmp / "model.onnx",
      r"model.onnx is neither .safetensors nor one of .ckpt"),
 ])

@@ -132,7 +132,8 @@ def test_the_vectors_key_is_emb_params_then_clip_l_then_the_first(tmp_path):
     from safetensors.torch import save_file
 
     a, b, c = torch.zeros(1, 4), torch.ones(2, 4), torch.full((3, 4), 2.0)
-    for tensors, want in (({"other": a, "clip_l": b}, b), ({"clip_l": b, "emb_params": c}, c), ({"zeta": a}, a)):
+    for tensors, want in (({"other": a, "clip_l": b}, b), ({"aaa": a, "clip_l": b}, b), ({"clip_l": b, "emb_params": c}, c),
+                          ({"zeta": a}, a)):
         save_file(tensors, str(tmp_path / "e.safetensors"))
         assert torch.equal(embedding_io.read_embedding(tmp_path / "e.safetensors").vectors, want)
     save_file({}, str(tmp_path / "none.safetensors"))
@@ -150,6 +151,8 @@ def test_pt_and_bin_embeddings_and_their_metadata(tmp_path):
                tmp_path / "ann.pt")
     emb = embedding_io.read_embedding(tmp_path / "ann.pt")
     assert torch.equal(emb.vectors, vectors) and emb.metadata == {"name": "ann", "step": "500"}
+    torch.save({"string_to_param": {"*": vectors}, "sd_checkpoint_name": "v1-5-pruned"}, tmp_path / "a1111.pt")
+    assert embedding_io.read_embedding(tmp_path / "a1111.pt").metadata == {"sd_checkpoint_name": "v1-5-pruned"}
     torch.save({"<ann>": vectors[0]}, tmp_path / "learned_embeds.bin")  # diffusers: {token: [D]}
     assert embedding_io.read_embedding(tmp_path / "learned_embeds.bin").vectors.shape == (1, 768)
     torch.save({"a": vectors, "b": vectors}, tmp_path / "two.pt")
@@ -165,3 +168,63 @@ def test_names_are_found_through_linked_folders(tmp_path):
     (tmp_path / "embeddings").mkdir()
     (tmp_path / "embeddings" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     assert embedding_io.files_answering([tmp_path / "embeddings"], "ann") == [tmp_path / "embeddings" / "linked" / "Ann.PT"]
+
+
+@pytest.mark.parametrize("name", ["a..b", "a\n", "../a", "a/b", "", ".a", "a" * 65])
+def test_bad_names_are_refused_with_what_is_allowed(name):
+    with pytest.raises(ValueError, match=r"^name .* is not allowed: use 1-64 letters, digits, '_', '-' or '\.', "
+                                         r"starting with a letter or digit, with no path separators or '\.\.'\.$"):
+        embedding_io.check_name(name)
+    assert embedding_io.check_name("a.b-c_1") == "a.b-c_1"
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("this ran code from a pickle",))
+
+
+def test_unsafe_broken_empty_and_diverged_files_are_named_errors(tmp_path, capsys):
+    import pickle
+
+    from safetensors.torch import save_file
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"string_to_param": {"*": Exploit()}}, protocol=2))
+    with pytest.raises(ValueError, match=r"^evil\.pt holds more than tensors, so it is not loaded \(a pickle like that "
+                                         r"can run code\)\. Copy it again, or use the \.safetensors version of the "
+                                         r"embedding \(or one from a source you trust, converted to \.safetensors\)\.$"):
+        embedding_io.read_embedding(tmp_path / "evil.pt")
+    (tmp_path / "framed.pt").write_bytes(pickle.dumps({"string_to_param": {"*": Exploit()}}, protocol=5))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    for name in ("framed", "junk"):  # to torch's tensors-only loader a damaged file and a framed pickle look alike
+        with pytest.raises(ValueError, match=rf"^{name}\.pt is not a tensors-only file \(damaged, or a pickle holding "
+                                             r"more than tensors, which could run code\), so it is not loaded\. Copy "
+                                             r"it again, or use the \.safetensors version"):
+            embedding_io.read_embedding(tmp_path / f"{name}.pt")
+    assert "ran code" not in capsys.readouterr().out
+    (tmp_path / "short.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"^short\.pt: not a readable \.pt embedding \(\w+: .*\); copy it again\.$"):
+        embedding_io.read_embedding(tmp_path / "short.pt")
+    for name, vectors in (("empty", torch.zeros(0, 768)), ("scalar", torch.tensor(1.0))):
+        save_file({"emb_params": vectors}, str(tmp_path / f"{name}.safetensors"))
+        with pytest.raises(ValueError, match=rf"^{name}\.safetensors: the embedding holds no vectors \(0 tokens\); "
+                                             r"train it again\.$"):
+            embedding_io.read_embedding(tmp_path / f"{name}.safetensors")
+    torch.save({"string_to_param": {"*": [1.0, 2.0]}}, tmp_path / "listed.pt")
+    with pytest.raises(ValueError, match=r"^listed\.pt: the embedding holds no vectors"):
+        embedding_io.read_embedding(tmp_path / "listed.pt")
+    save_file({"emb_params": torch.tensor([[1.0, float("nan")]])}, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(ValueError, match=r"^nan\.safetensors: the embedding's vectors are not finite \(NaN or inf: a "
+                                         r"diverged training run\); train it again with a lower learning rate\.$"):
+        embedding_io.read_embedding(tmp_path / "nan.safetensors")
+    with pytest.raises(ValueError, match=r"^ann\.safetensors: the vectors are not finite \(NaN/inf\), so nothing was "
+                                         r"written\.$"):
+        embedding_io.write_embedding(tmp_path, "ann", Embedding(torch.tensor([[float("inf")]])))
+    assert not (tmp_path / "ann.safetensors").exists()
+
+
+def test_our_files_hold_emb_params_as_the_authors_files_do(tmp_path):
+    from safetensors import safe_open
+
+    path = embedding_io.write_embedding(tmp_path, "ann", Embedding(torch.ones(4, 768), {"step": 5}))
+    with safe_open(str(path), framework="pt") as f:
+        assert list(f.keys()) == ["emb_params"] and f.metadata() == {"step": "5"}

@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .files import write_atomic
+from .files import pickle_refusal, write_atomic
 
 __all__ = ["Embedding", "check_name", "files_answering", "fingerprint", "read_embedding", "write_embedding"]
 
@@ -97,10 +97,9 @@ def read_embedding(path: str | os.PathLike) -> Embedding:
     elif path.suffix in (".pt", ".bin"):
         try:
             data = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            raise ValueError(f"{path.name}: this pickle holds more than tensors, so it is not loaded (it could run "
-                             "code). Use the .safetensors version of the embedding, or one from a source you "
-                             "trust converted to .safetensors.") from None
+        except pickle.UnpicklingError as error:
+            raise ValueError(f"{pickle_refusal(path.name, error)}. Copy it again, or use the .safetensors version of "
+                             "the embedding (or one from a source you trust, converted to .safetensors).") from None
         except Exception as error:  # torch raises many kinds for a file that is not its format (KeyError, EOFError...)
             raise ValueError(f"{path.name}: not a readable .pt embedding ({type(error).__name__}: {error}); "
                              "copy it again.") from None

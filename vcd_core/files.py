@@ -12,12 +12,21 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["exists_error", "write_atomic"]
+__all__ = ["exists_error", "pickle_refusal", "write_atomic"]
 
 
 def exists_error(target: Path) -> FileExistsError:
     """The error for a target that is already there."""
     return FileExistsError(f"{target.name} already exists in {target.parent}: pick another name or turn overwrite on.")
+
+
+def pickle_refusal(name: str, error: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused file ``name``, as a clause: code in the pickle, or a file it
+    cannot read (to that loader a damaged file and a pickle of newer protocol look alike)."""
+    if "allowed global" in str(error) or "Unsupported global" in str(error):
+        return f"{name} holds more than tensors, so it is not loaded (a pickle like that can run code)"
+    return (f"{name} is not a tensors-only file (damaged, or a pickle holding more than tensors, which could run "
+            "code), so it is not loaded")
 
 
 def _fsync(path: str | os.PathLike, directory: bool = False) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from vcd_core import embedding_io
+from vcd_core.files import pickle_refusal
 from vcd_core.text_encoder import IdentityTextEncoder, clip_text_model_from_state_dict
 
 __all__ = ["CONFIGS", "Models", "config_file", "read_state_dict", "load_models", "load_motion_adapter",
@@ -83,9 +84,9 @@ def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tenso
         raise ValueError(f"{what}: {path.name} is neither .safetensors nor one of {', '.join(PICKLE_SUFFIXES)}.")
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(f"{what}: {path.name} holds more than tensors, so it is not loaded (a pickle like that can "
-                         "run code). Use a .safetensors version of it.") from None
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{what}: {pickle_refusal(path.name, error)}. Copy it again, or use a .safetensors version "
+                         "of it.") from None
     except Exception as error:  # torch raises many kinds for a file that is not its format
         raise ValueError(f"{what}: {path.name} is not a readable checkpoint ({type(error).__name__}: {error}).") from None
     while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):

@@ -1,0 +1,79 @@
+"""vcd_core.files.write_atomic on its own: where the temp file lives, what is flushed, what a failure leaves, and
+that nothing is replaced unasked (the embedding, video and table writers all go through it)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vcd_core import files
+
+pytestmark = pytest.mark.host_independent  # no ComfyUI here: scripts/test.sh runs it on its first host only
+
+
+def writer(text: str, temps: list | None = None):
+    def write(temp: str) -> None:
+        if temps is not None:
+            temps.append(Path(temp))
+        Path(temp).write_text(text)
+    return write
+
+
+def test_an_existing_file_is_kept_unless_overwrite(tmp_path):
+    target = tmp_path / "a.csv"
+    target.write_text("mine")
+    with pytest.raises(FileExistsError, match=r"^a.csv already exists in .*: pick another name or turn overwrite "
+                                              r"on\.$"):
+        files.write_atomic(target, writer("theirs"))
+    assert target.read_text() == "mine"
+    assert files.write_atomic(target, writer("theirs"), overwrite=True) == target and target.read_text() == "theirs"
+
+
+def test_missing_folders_are_made_and_the_temp_file_is_hidden_beside_the_target(tmp_path):
+    target = tmp_path / "runs" / "job" / "scores.csv"
+    temps: list[Path] = []
+    files.write_atomic(str(target), writer("x", temps))
+    [temp] = temps
+    assert target.read_text() == "x" and temp.parent == target.parent  # same folder: the rename is atomic
+    assert temp.name.startswith(".scores.") and temp.name.endswith(".tmp") and not temp.exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["scores.csv"]
+
+
+def test_the_file_is_readable_by_others(tmp_path):
+    target = files.write_atomic(tmp_path / "a.txt", writer("x"))  # mkstemp makes 0600
+    assert os.stat(target).st_mode & 0o777 == 0o644
+
+
+def test_the_file_and_then_its_folder_are_flushed(tmp_path, monkeypatch):
+    flushed = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: flushed.append(os.fstat(fd).st_ino) or real(fd))
+    target = files.write_atomic(tmp_path / "a.txt", writer("x"))
+    assert flushed == [os.stat(target).st_ino, os.stat(tmp_path).st_ino]
+
+
+def test_a_folder_that_cannot_be_opened_is_not_flushed_and_no_error(tmp_path, monkeypatch):
+    """Windows cannot open folders: the folder flush is skipped there, the file's never."""
+    real = os.open
+
+    def no_folders(path, flags, *args):
+        if flags & getattr(os, "O_DIRECTORY", 0) or os.path.isdir(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", no_folders)
+    assert files.write_atomic(tmp_path / "a.txt", writer("x")).read_text() == "x"
+
+
+def test_without_hard_links_a_failed_move_gives_the_name_back(tmp_path, monkeypatch):
+    def no_links(source, destination):
+        raise PermissionError(1, "Operation not permitted")
+
+    def failed_move(source, destination):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "link", no_links)
+    monkeypatch.setattr(os, "replace", failed_move)
+    with pytest.raises(OSError, match="Input/output error"):
+        files.write_atomic(tmp_path / "a.txt", writer("x"))
+    assert list(tmp_path.iterdir()) == []  # neither the claimed name nor the temp file is left
