@@ -83,6 +83,19 @@ def test_sam_size_is_read_from_the_weights(models):
     assert [block.window_size for block in encoder.blocks] == [14, 0]  # block 1 is the global-attention one
 
 
+def test_damaged_or_unsafe_sam_files_are_named_errors(tmp_path):
+    (tmp_path / "cut.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"^cut\.pth is not a readable checkpoint \(\w+: .*\)\. Use a released SAM "
+                                         r"checkpoint \(e\.g\. sam_vit_b_01ec64\.pth\)\.$"):
+        segment.load_sam(tmp_path / "cut.pth")
+    torch.save({"model": {}, "hook": print}, tmp_path / "code.pth")
+    with pytest.raises(ValueError, match=r"^code\.pth holds more than tensors, so it is not loaded"):
+        segment.load_sam(tmp_path / "code.pth")
+    torch.save({"other.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=r"^other\.pth is not an original SAM checkpoint \(no "):
+        segment.load_sam(tmp_path / "other.pth")
+
+
 @pytest.mark.parametrize("overrides, error, message", [
     (dict(prompt="  "), ValueError, "prompt"),
     (dict(grounding_dino_model="nothing-here"), ValueError, "grounding_dino_model 'nothing-here' is not one of"),
@@ -188,7 +201,8 @@ def tiny_cfg_text(original) -> str:
     ("code in cfg", ValueError, r"GroundingDINO_SwinT_OGC.cfg.py line 2: .* holds code .*it is not run"),
     ("cfg of another model", ValueError, r"says swin_T_224_1k .* belongs to another checkpoint"),
     ("no bert", FileNotFoundError, r"needs the BERT tokenizer and config in .*missing: put bert-base-uncased's"),
-    ("pickled code", ValueError, r"holds more than weights"),
+    ("pickled code", ValueError, r"^groundingdino_swint_ogc.pth holds more than tensors, so it is not loaded \(a "
+                                 r"pickle like that can run code\)\. Use the released GroundingDINO \.pth\.$"),
     ("foreign weight", ValueError, r"unexpected weight 'extra.weight'"),
 ])
 def test_bad_original_files_get_clear_errors(original, tmp_path, case, error, message):

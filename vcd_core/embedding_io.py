@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .files import pickle_refusal, write_atomic
+from .files import load_tensors, write_atomic
 
 __all__ = ["Embedding", "check_name", "files_answering", "fingerprint", "read_embedding", "write_embedding"]
 
@@ -95,14 +94,8 @@ def read_embedding(path: str | os.PathLike) -> Embedding:
             raise ValueError(f"{path.name}: not a readable .safetensors file ({error}); copy it again or train it "
                              "again.") from None
     elif path.suffix in (".pt", ".bin"):
-        try:
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise ValueError(f"{pickle_refusal(path.name, error)}. Copy it again, or use the .safetensors version of "
-                             "the embedding (or one from a source you trust, converted to .safetensors).") from None
-        except Exception as error:  # torch raises many kinds for a file that is not its format (KeyError, EOFError...)
-            raise ValueError(f"{path.name}: not a readable .pt embedding ({type(error).__name__}: {error}); "
-                             "copy it again.") from None
+        data = load_tensors(path, "Copy it again, or use the .safetensors version of the embedding (or one from a "
+                                  "source you trust, converted to .safetensors).")
         if isinstance(data, dict) and "string_to_param" in data:
             vectors = next(iter(data["string_to_param"].values()))
             metadata = {k: str(data[k]) for k in ("name", "step", "sd_checkpoint_name") if data.get(k) is not None}

@@ -11,8 +11,9 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["exists_error", "pickle_refusal", "write_atomic"]
+__all__ = ["exists_error", "load_tensors", "write_atomic"]
 
 
 def exists_error(target: Path) -> FileExistsError:
@@ -20,13 +21,29 @@ def exists_error(target: Path) -> FileExistsError:
     return FileExistsError(f"{target.name} already exists in {target.parent}: pick another name or turn overwrite on.")
 
 
-def pickle_refusal(name: str, error: Exception) -> str:
+def _refusal(name: str, error: Exception) -> str:
     """Why ``torch.load(weights_only=True)`` refused file ``name``, as a clause: code in the pickle, or a file it
-    cannot read (to that loader a damaged file and a pickle of newer protocol look alike)."""
+    cannot read (to that loader a damaged file and a pickle of a newer protocol look alike)."""
     if "allowed global" in str(error) or "Unsupported global" in str(error):
         return f"{name} holds more than tensors, so it is not loaded (a pickle like that can run code)"
     return (f"{name} is not a tensors-only file (damaged, or a pickle holding more than tensors, which could run "
             "code), so it is not loaded")
+
+
+def load_tensors(path: str | os.PathLike, fix: str) -> Any:
+    """What a pickled checkpoint (``.pt``/``.pth``/``.ckpt``/``.bin``) holds, read with ``torch.load(weights_only=True)``
+    onto the CPU: never code. A file that is refused or unreadable is a ValueError naming it, saying why, then ``fix``."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{_refusal(path.name, error)}. {fix}") from None
+    except Exception as error:  # torch raises many kinds for a file that is not its format (EOFError, RuntimeError...)
+        raise ValueError(f"{path.name} is not a readable checkpoint ({type(error).__name__}: {error}). {fix}") from None
 
 
 def _fsync(path: str | os.PathLike, directory: bool = False) -> None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import ast
 import os
-import pickle
 import re
 from pathlib import Path
 
 import torch
+
+from .files import load_tensors
 
 __all__ = ["read_cfg", "paired_cfg", "bert_folder", "to_hf_state_dict", "hf_config", "load_original"]
 
@@ -242,11 +243,7 @@ def to_hf_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(f"{path.name} holds more than weights ({str(error).splitlines()[-1][:120]}); it is not read, "
-                         "since that would run code from the file. Use the released GroundingDINO .pth.") from None
+    state = load_tensors(path, "Use the released GroundingDINO .pth.")
     state = state.get("model", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path.name} is not a GroundingDINO checkpoint (no state dict under 'model').")

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import load_tensors
+
 __all__ = ["Detection", "load_grounding_dino", "detect", "load_sam", "segment_boxes", "prompt_masks"]
 
 SAM_IMAGE_SIZE, SAM_PATCH = 1024, 16
@@ -82,7 +84,7 @@ def _sam_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    state = load_tensors(path, "Use a released SAM checkpoint (e.g. sam_vit_b_01ec64.pth).")
     return state.get("model", state) if isinstance(state, dict) else state
 
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from vcd_core import embedding_io
-from vcd_core.files import pickle_refusal
+from vcd_core.files import load_tensors
 from vcd_core.text_encoder import IdentityTextEncoder, clip_text_model_from_state_dict
 
 __all__ = ["CONFIGS", "Models", "config_file", "read_state_dict", "load_models", "load_motion_adapter",
@@ -83,12 +82,9 @@ def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tenso
     if path.suffix not in PICKLE_SUFFIXES:
         raise ValueError(f"{what}: {path.name} is neither .safetensors nor one of {', '.join(PICKLE_SUFFIXES)}.")
     try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(f"{what}: {pickle_refusal(path.name, error)}. Copy it again, or use a .safetensors version "
-                         "of it.") from None
-    except Exception as error:  # torch raises many kinds for a file that is not its format
-        raise ValueError(f"{what}: {path.name} is not a readable checkpoint ({type(error).__name__}: {error}).") from None
+        data = load_tensors(path, "Copy it again, or use a .safetensors version of it.")
+    except ValueError as error:
+        raise ValueError(f"{what}: {error}") from None
     while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict):
