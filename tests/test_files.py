@@ -77,3 +77,13 @@ def test_without_hard_links_a_failed_move_gives_the_name_back(tmp_path, monkeypa
     with pytest.raises(OSError, match="Input/output error"):
         files.write_atomic(tmp_path / "a.txt", writer("x"))
     assert list(tmp_path.iterdir()) == []  # neither the claimed name nor the temp file is left
+
+
+def test_a_torch_file_that_is_not_a_checkpoint_names_torchs_reason(tmp_path):
+    import torch
+
+    torch.save({"a": torch.zeros(1)}, tmp_path / "ok.pt")
+    assert torch.equal(files.load_tensors(tmp_path / "ok.pt", "fix")["a"], torch.zeros(1))
+    (tmp_path / "zip.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match=r"^zip\.pt is not a readable checkpoint \((?!NoneType)\w+: .+\)\. Copy it\.$"):
+        files.load_tensors(tmp_path / "zip.pt", "Copy it.")

@@ -193,3 +193,37 @@ def test_outlines_draw_each_masks_inner_border_in_its_colour():
     assert torch.equal(drawn[0, 7, 10], second) and torch.equal(drawn[0, 7, 7], second)  # (7, 7): over mask 0's border
     assert drawn[0, 11, 11].abs().sum() == 0 and drawn[0, 9, 9].abs().sum() == 0
     assert images.abs().sum() == 0  # drawn on a copy
+
+
+def test_track_windows_draw_faces_thin_and_windows_twice_as_thick_in_the_tracks_colour():
+    images = torch.zeros(2, 384, 384, 3)  # line width 3 px (1 per 128 px)
+    masks = torch.zeros(2, 2, 384, 384)
+    masks[0, :, 100:140, 100:140] = 1
+    masks[1, 1, 20:60, 180:220] = 1
+    windows = [[Box(60, 180, 60, 180)] * 2, [None, Box(0, 100, 150, 250)]]
+    drawn = preview.track_windows(images, windows, masks)
+    red, blue = (torch.tensor(c) for c in preview.PALETTE[:2])
+    for i in range(2):  # track 0: face outline 3 px, window outline 6 px
+        assert torch.equal(drawn[i, 102, 120], red) and drawn[i, 103, 120].abs().sum() == 0
+        assert torch.equal(drawn[i, 65, 120], red) and drawn[i, 66, 120].abs().sum() == 0
+    assert drawn[0, 50, 150:156].abs().sum() == 0 and drawn[0, 21, 200].abs().sum() == 0  # track 1 absent in frame 0
+    assert torch.equal(drawn[1, 50, 155], blue) and drawn[1, 50, 156].abs().sum() == 0
+    assert torch.equal(drawn[1, 22, 200], blue) and drawn[1, 23, 200].abs().sum() == 0
+    assert images.abs().sum() == 0
+
+
+def test_the_palette_cycles_for_many_tracks():
+    masks = torch.zeros(len(preview.PALETTE) + 1, 1, 8, 8)
+    masks[-1, 0, 2:6, 2:6] = 1
+    drawn = preview.outline_all(torch.zeros(1, 8, 8, 3), masks, width=1)
+    assert torch.equal(drawn[0, 2, 3], torch.tensor(preview.PALETTE[0])) and drawn[0, 3, 3].abs().sum() == 0
+
+
+def test_outlines_are_two_pixels_by_default_and_half_masks_are_not_faces():
+    mask = torch.zeros(1, 12, 12)
+    mask[0, 2:10, 2:10] = 1
+    colour = torch.tensor((1.0, 0.0, 0.0))
+    for drawn in (preview.outline(torch.zeros(1, 12, 12, 3), mask, colour.tolist()),
+                  preview.outline_all(torch.zeros(1, 12, 12, 3), mask[None])):
+        assert drawn[0, 3, 5].abs().sum() > 0 and drawn[0, 4, 5].abs().sum() == 0
+    assert preview.outline(torch.zeros(1, 12, 12, 3), mask * 0.5, colour.tolist()).abs().sum() == 0

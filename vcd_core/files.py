@@ -24,7 +24,7 @@ def exists_error(target: Path) -> FileExistsError:
 def _refusal(name: str, error: Exception) -> str:
     """Why ``torch.load(weights_only=True)`` refused file ``name``, as a clause: code in the pickle, or a file it
     cannot read (to that loader a damaged file and a pickle of a newer protocol look alike)."""
-    if "allowed global" in str(error) or "Unsupported global" in str(error):
+    if "Unsupported global" in str(error):  # torch names the global the pickle would have called
         return f"{name} holds more than tensors, so it is not loaded (a pickle like that can run code)"
     return (f"{name} is not a tensors-only file (damaged, or a pickle holding more than tensors, which could run "
             "code), so it is not loaded")
@@ -43,7 +43,8 @@ def load_tensors(path: str | os.PathLike, fix: str) -> Any:
     except pickle.UnpicklingError as error:
         raise ValueError(f"{_refusal(path.name, error)}. {fix}") from None
     except Exception as error:  # torch raises many kinds for a file that is not its format (EOFError, RuntimeError...)
-        raise ValueError(f"{path.name} is not a readable checkpoint ({type(error).__name__}: {error}). {fix}") from None
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__  # EOFError has no text
+        raise ValueError(f"{path.name} is not a readable checkpoint ({reason}). {fix}") from None
 
 
 def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
