@@ -27,7 +27,8 @@ from vcd_diffusers.video_io import read_frames
 
 # ComfyUI only writes the tiny checkpoint here; what is tested is the same on every host. One torch thread, as
 # in each Ray worker (one CPU per task), so both give bit-identical scores.
-pytestmark = [pytest.mark.host_independent, pytest.mark.usefixtures("one_thread")]
+pytestmark = [pytest.mark.host_independent, pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")]  # diffusers 0.42's
 
 REPO = Path(__file__).resolve().parents[1]
 STOP_AT = 5  # the run in flight when the job is killed: runs 0-4 finished before
@@ -189,6 +190,26 @@ def test_each_stage_writes_its_video_and_scores(resumed):
     trained = embedding_io.read_embedding(out / "identities" / identity.id / "identity.safetensors")
     assert (trained.tokens, trained.width) == (4, 768) and trained.metadata["steps"] == "2"
     assert trained.metadata["class_word"] == "man"
+
+
+def test_an_upscale_model_runs_before_tiled_vcd(plan_file, tmp_path):
+    """A plan naming an upscale_model: its tiled run refines the ESRGAN output (the same run without it: the same
+    T2V and Face VCD videos, another tiled one)."""
+    text = plan_file.read_text()
+    upscaler = tiny_diffusers.save_tiny_esrgan(plan_file.parent / "models" / "tiny_esrgan.pth", scale=2)
+    with_model = plan_file.with_name("upscaled.toml")
+    with_model.write_text(text.replace("[models]\n", f"[models]\nupscale_model = \"{upscaler.relative_to(plan_file.parent)}\"\n"))
+    videos = []
+    for path in (plan_file, with_model):
+        spec = next(r for r in load_plan(path).runs if r.options["stage"] == "tiled" and r.subject.name == "a")
+        folder = tmp_path / path.stem
+        folder.mkdir()
+        run_video(spec, folder)
+        videos.append({kind: read_frames(folder / f"{kind}.mp4") for kind in ("t2v", "face", "tiled")})
+    plain, upscaled = videos
+    assert torch.equal(plain["t2v"], upscaled["t2v"]) and torch.equal(plain["face"], upscaled["face"])
+    assert upscaled["tiled"].shape == plain["tiled"].shape == (4, 64, 64, 3)
+    assert not torch.equal(plain["tiled"], upscaled["tiled"])
 
 
 def test_command_dry_run_report_and_bad_plan(resumed, plan_file, tmp_path, capsys):

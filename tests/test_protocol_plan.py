@@ -82,6 +82,16 @@ def test_ids_are_stable_and_follow_what_a_run_computes(folder, tmp_path_factory)
     assert not set(stepped) & set(changed)
 
 
+def test_an_upscale_model_is_part_of_the_tiled_runs_only(folder):
+    (folder / "models" / "4x.pth").write_bytes(b"upscaler")
+    stages = [{"stage": "t2v"}, {"stage": "face"}, {"stage": "tiled"}]
+    plain = load_plan(plan_with(folder, lambda d: d.update(settings=stages))).runs
+    upscaled = load_plan(plan_with(folder, lambda d: (d.update(settings=stages),
+                                                      d["models"].update(upscale_model="models/4x.pth")))).runs
+    assert [a.id == b.id for a, b in zip(plain, upscaled)] == [r.options["stage"] != "tiled" for r in plain]
+    assert all(r.models["upscale_model"] == str(folder / "models" / "4x.pth") for r in upscaled)
+
+
 def test_training_settings_make_one_identity_each(folder):
     plan = load_plan(plan_with(folder, lambda d: d.update(settings=[{"masked": True}, {"masked": False}])))
     assert [i.options["masked"] for i in plan.identities] == [True, False]

@@ -118,6 +118,7 @@ MODEL_KEYS = {
     "dino": "Hugging Face folder of the DINO encoder (DINO and its per-video score)",
     "clip": "Hugging Face folder of the CLIP encoder (CLIP-I, CLIP-T, temporal consistency)",
     "config_dir": "folder of component configs for models of another size (default: SD1.5's, shipped)",
+    "upscale_model": "ESRGAN-type upscaler run before Tiled VCD (e.g. 4x-UltraSharp.pth; default: a bicubic resize)",
 }
 REQUIRED_MODELS = ("checkpoint", "motion_module", "dino", "clip")
 SUBJECT_KEYS = {"name", "class_word", "embedding", "photos", "masks", "references"}
@@ -380,8 +381,10 @@ def load_plan(path: str | Path) -> Plan:
                                    models={k: model_names.get(k) for k in ("checkpoint", "config_dir")})
                         identity_id = f"{slug(subject.name)}.{_digest(key)[:10]}"
                         identities.setdefault(identity_id, IdentitySpec(identity_id, subject, training, models))
+                    used = {k: v for k, v in model_names.items()  # the upscaler is part of a tiled run only
+                            if k != "upscale_model" or resolved["stage"] == "tiled"}
                     key = dict(subject=subject.name, class_word=subject.class_word, inputs=subject.inputs_digest,
-                               prompt=prompt, seed=seed, options=resolved, models=model_names)
+                               prompt=prompt, seed=seed, options=resolved, models=used)
                     run_id = f"{slug(subject.name)}.{slug(name)}.s{seed}.{_digest(key)[:10]}"
                     runs.append(RunSpec(run_id, subject, prompt, index, seed, name, resolved, models, identity_id,
                                         subject.embedding))

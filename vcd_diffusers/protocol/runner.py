@@ -25,6 +25,7 @@ from ..loading import Models, load_identity, load_models
 from ..pipeline import T2V, generate
 from ..tiled import TILED, upscale
 from ..train import train_identity as train_on_photos
+from ..upscaler import load_upscale_model
 from ..commands import mask_for, photo_files
 from ..video_io import default_video_suffix, read_frames, read_masks, write_json, write_video
 from .plan import IdentitySpec, RunSpec
@@ -36,6 +37,12 @@ def models_for(checkpoint: str, motion_module: str, config_dir: str | None) -> M
     """The plan's models, on the GPU Ray gave this task (or this process's first GPU), else the CPU."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return load_models(checkpoint, motion_module, config_dir, device=device)
+
+
+@functools.lru_cache(maxsize=1)
+def upscaler_for(path: str):
+    """The plan's upscale model, on the device ``models_for`` uses."""
+    return load_upscale_model(path, "cuda" if torch.cuda.is_available() else "cpu")
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,8 +79,10 @@ def run_video(spec: RunSpec, folder: Path) -> dict:
     if options["stage"] == "tiled":
         tiled = replace(TILED, steps=options["tiled_steps"], denoise=options["tiled_denoise"], cfg=options["cfg"],
                         seed=spec.seed)
+        upscaler = upscaler_for(spec.models["upscale_model"]) if "upscale_model" in spec.models else None
         frames = upscale(models, frames, prompt, scale=options["upscale"], negative=negative, identity=person,
-                         tile_size=options["tile_size"], overlap=options["tile_overlap"], settings=tiled)
+                         tile_size=options["tile_size"], overlap=options["tile_overlap"], settings=tiled,
+                         upscale_model=upscaler)
         write_video(frames, folder / f"tiled{suffix}")
     evaluators = evaluators_for(spec.models["dino"], spec.models["clip"])
     references = read_references(Path(spec.subject.references))
