@@ -44,7 +44,9 @@ def loaded(request, host, frontend, artifacts) -> tuple[Path, dict, dict]:
     graphs.provide_photos(host.input_dir)
     path = request.param
     ui = read_workflow(path)
-    report = frontend.call("load", workflow=ui, name=path.name, screenshot=str(artifacts / f"{path.stem}.png"))
+    # every shipped workflow names model files this server lacks: wait until the frontend lists them
+    report = frontend.call("load", workflow=ui, name=path.name, screenshot=str(artifacts / f"{path.stem}.png"),
+                           problems_ms=15000)
     report["layout"] = frontend.call("layout", screenshot=str(artifacts / f"{path.stem}_fit_1600x900.png"))
     return path, ui, report
 

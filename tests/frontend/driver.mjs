@@ -56,6 +56,15 @@ async function errorGroups() {
   return found;
 }
 
+/** Waits up to `ms` for the frontend to report a loaded workflow's problems (a dialog, or the errors panel's
+ * button): it checks the model lists asynchronously after loading, later on a busy machine. */
+async function awaitProblems(ms) {
+  const details = page.getByRole("button", { name: "View details" });
+  for (const deadline = Date.now() + ms; Date.now() < deadline; await page.waitForTimeout(100)) {
+    if ((await openDialogs()).length || (await details.isVisible())) return;
+  }
+}
+
 /** What the frontend made of the graph it holds: node types it does not know, links that do not connect. */
 const inspectGraph = () => page.evaluate(() => {
   const graph = app.graph;
@@ -111,11 +120,12 @@ const ops = {
   },
 
   /** Loads a workflow the way the frontend does (UI format, or API format with `api`) and reports what it made of it. */
-  async load({ workflow, name, api = false, screenshot = null }) {
+  async load({ workflow, name, api = false, screenshot = null, problems_ms = 0 }) {
     await closeDialogs();
     await page.evaluate(({ workflow, name, api }) =>
       (api ? app.loadApiJson(workflow, name) : app.loadGraphData(workflow, true, true, name)), { workflow, name, api });
     await page.waitForTimeout(300); // dialogs open asynchronously
+    await awaitProblems(problems_ms); // a workflow expected to have problems: until they are shown
     await frames();
     const report = await inspectGraph();
     report.prompt = await page.evaluate(async () => (await app.graphToPrompt()).output);
