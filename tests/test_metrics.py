@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -215,7 +216,7 @@ def test_one_frame_videos_are_left_out_of_the_consistency_mean(tiny_models, tmp_
     assert summary["motion"] == pytest.approx(40 / 255 / 3) and summary["videos"] == 2
 
 
-def test_evaluate_command_scores_through_score_video(tiny_models, tmp_path):
+def test_evaluate_command_scores_through_score_video(tiny_models, tmp_path, capsys):
     """One scoring path: each row of scores.csv is score_video's numbers for that video against the subject's
     photos (two sizes, encoded once per subject); a row that cannot be scored is named."""
     refs = tmp_path / "refs" / "ann"
@@ -236,10 +237,18 @@ def test_evaluate_command_scores_through_score_video(tiny_models, tmp_path):
         want = metrics.score_video(video, photos, row["prompt"], dino, clip_image, clip_text)
         assert {m: float(row[m]) for m in evaluate.METRICS} == pytest.approx({m: want[m] for m in evaluate.METRICS}, rel=1e-12)
     assert rows[0]["clip_t"] != rows[1]["clip_t"] and rows[0]["dino"] == rows[1]["dino"]
+    command = ["--manifest", str(tmp_path / "runs.csv"), "--references", str(tmp_path / "refs"),
+               "--dino", str(tiny_models[0]), "--clip", str(tiny_models[1]), "--out", str(tmp_path / "out")]
+    before = (tmp_path / "out" / "scores.csv").read_bytes()
+    with pytest.raises(SystemExit) as refused:  # earlier results are kept unless --overwrite, checked first
+        evaluate.main(command)
+    assert refused.value.code == 2 and re.search(r"error: scores.csv already exists in .*out: pick another name",
+                                                 capsys.readouterr().err)
     (tmp_path / "runs.csv").write_text("video,subject,prompt\nclip.png,ann,a photo\nclip.png,ann, \n")
-    with pytest.raises(ValueError, match=r"runs.csv row 2 \(clip.png\): prompt: CLIP-T needs"):
-        evaluate.main(["--manifest", str(tmp_path / "runs.csv"), "--references", str(tmp_path / "refs"),
-                       "--dino", str(tiny_models[0]), "--clip", str(tiny_models[1]), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit):
+        evaluate.main([*command, "--overwrite"])
+    assert re.search(r"error: .*runs.csv row 2 \(clip.png\): prompt: CLIP-T needs", capsys.readouterr().err)
+    assert (tmp_path / "out" / "scores.csv").read_bytes() == before  # a failed run leaves the old results
 
 
 def test_encoded_references_score_like_the_images():

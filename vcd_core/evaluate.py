@@ -6,7 +6,8 @@
 ``runs.csv`` has columns ``video,subject,prompt`` (+ optional ``seed``, ``setting``); video paths are
 relative to the manifest (animated WEBP/GIF/PNG, or MP4 when PyAV is installed). ``refs/<subject>/``
 holds that subject's reference photos. Writes ``scores.csv`` (one row per video) and ``summary.json``
-(means per setting), and shows progress. Runs offline.
+(means per setting), atomically and never over earlier results unless ``--overwrite``, and shows progress.
+Runs offline; a bad input is one line naming it (exit 2).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import encoders, metrics
+from . import encoders, files, metrics
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 METRICS = ("dino", "clip_i", "clip_t", "temporal_consistency", "motion")
@@ -75,14 +76,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arcface", type=Path, help="optional: insightface's ArcFace .onnx (e.g. w600k_r50.onnx); "
                         "adds face_similarity (needs onnxruntime)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--overwrite", action="store_true", help="replace scores.csv and summary.json in --out")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        parser.error(str(error))
 
+
+def run(args: argparse.Namespace) -> int:
+    """Score every row of the manifest and write the tables; existing results are refused before any work."""
+    outputs = {"scores": args.out / "scores.csv", "summary": args.out / "summary.json"}
+    for path in outputs.values():
+        if path.exists() and not args.overwrite:
+            raise files.exists_error(path)
     with args.manifest.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
-        parser.error(f"{args.manifest} lists no videos")
+        raise ValueError(f"{args.manifest} lists no videos")
     dino = encoders.load_dino(args.dino)
     clip_image, clip_text = encoders.load_clip(args.clip)
     face = encoders.load_arcface(args.arcface) if args.arcface else None
@@ -103,12 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\r[{i}/{len(rows)}] {row['video']}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
 
-    args.out.mkdir(parents=True, exist_ok=True)
     fields = list(dict.fromkeys([*rows[0].keys(), "setting", *columns]))
-    with (args.out / "scores.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(scored)
+
+    def write_scores(temp: str) -> None:
+        with open(temp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(scored)
+
     by_setting = defaultdict(list)
     for row in scored:
         by_setting[row["setting"]].append(row)
@@ -116,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         setting: {"videos": len(items), **{m: mean([r[m] for r in items]) for m in columns}}
         for setting, items in by_setting.items()
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    files.write_atomic(outputs["scores"], write_scores, args.overwrite)
+    files.write_atomic(outputs["summary"], lambda temp: Path(temp).write_text(json.dumps(summary, indent=2) + "\n"),
+                       args.overwrite)
     for setting, values in summary.items():
         print(setting, " ".join(f"{m}={values[m]:.3f}" for m in columns if values[m] is not None))
     return 0
