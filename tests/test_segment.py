@@ -1,5 +1,6 @@
 """Prompt-to-segmentation with tiny seeded GroundingDINO (transformers) and SAM (original .pth) models."""
 
+import numpy as np
 import pytest
 import skimage.data
 import torch
@@ -240,3 +241,78 @@ def test_node_models_are_under_comfyui_model_management(inproc, model_dirs, imag
     offload = comfy.model_management.unet_offload_device()
     assert all(p.device == offload for m in loaded for p in m.model.parameters())
     assert torch.equal(run(inproc, images).result[0], masks) and len(ours()) == 2
+
+
+@pytest.mark.parametrize("prompt, text", [("Person", "person."), ("  a Cat. ", "a cat."), ("man.", "man.")])
+def test_grounding_text_is_lower_case_with_one_full_stop(prompt, text):
+    assert segment.grounding_text(prompt) == text
+
+
+def test_an_empty_segmentation_prompt_says_what_to_give():
+    with pytest.raises(ValueError, match=r"^the prompt is empty: say what to segment, e\.g\. 'person'$"):
+        segment.grounding_text("  ")
+
+
+def test_prompt_masks_take_the_best_box_or_all_and_fill_misses():
+    """prompt_masks with stand-in detector and segmenter (it takes callables): one mask per image, in [0, 1]."""
+    images = torch.rand(3, 8, 8, 4)  # an alpha channel the detector never sees
+    seen = []
+
+    def find_boxes(pixels):
+        seen.append(pixels)
+        index = len(seen) - 1
+        boxes = [[0, 0, 4, 4], [4, 4, 8, 8]] if index == 0 else [] if index == 1 else [[2, 2, 6, 6]]
+        return segment.Detection(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.ones(len(boxes)))
+
+    def segment_boxes(pixels, boxes):
+        masks = torch.zeros(len(boxes), *pixels.shape[:2], dtype=torch.bool)
+        for k, (x0, y0, x1, y1) in enumerate(boxes.int().tolist()):
+            masks[k, y0:y1, x0:x1] = True
+        return masks
+
+    masks, missed = segment.prompt_masks(images, find_boxes, segment_boxes)
+    assert missed == [1] and masks.shape == (3, 8, 8) and masks.dtype == torch.float32
+    assert all(p.shape == (8, 8, 3) and p.dtype == np.uint8 for p in seen)
+    assert np.array_equal(seen[0], (images[0, ..., :3] * 255).round().byte().numpy())
+    assert masks[0].sum() == 16 and masks[0, :4, :4].all()  # "first": the best box only
+    assert masks[1].sum() == 0 and masks[2, 2:6, 2:6].all() and masks[2].sum() == 16
+    seen.clear()
+    union, _ = segment.prompt_masks(images, find_boxes, segment_boxes, box_mode="union", if_none="full")
+    assert union[0].sum() == 32 and bool((union[1] == 1).all())
+    for mode, value, message in (("box_mode", "all", r"^box_mode must be 'first' or 'union', got 'all'$"),
+                                 ("if_none", "skip", r"^if_none must be 'empty' or 'full', got 'skip'$")):
+        with pytest.raises(ValueError, match=message):
+            segment.prompt_masks(images, find_boxes, segment_boxes, **{mode: value})
+
+
+def test_loaders_name_what_is_wrong_with_a_model_folder(models, tmp_path):
+    _, dino, sam = models
+    with pytest.raises(FileNotFoundError, match=r"^.*empty holds no config\.json: put a Hugging Face GroundingDINO "
+                                                r"folder there \(e\.g\. IDEA-Research/grounding-dino-tiny: config, "
+                                                r"weights, processor and tokenizer files\)\.$"):
+        segment.load_grounding_dino(tmp_path / "empty")
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "config.json").write_text('{"model_type": "clip"}')
+    with pytest.raises(ValueError, match=r"^clip holds a 'clip' model, not GroundingDINO$"):
+        segment.load_grounding_dino(clip)
+    (tmp_path / "groundingdino_swint_ogc.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"^groundingdino_swint_ogc\.pth is an original GroundingDINO checkpoint: it "
+                                         r"needs a bert-base-uncased folder$"):
+        segment.load_grounding_dino(tmp_path / "groundingdino_swint_ogc.pth")
+    with pytest.raises(FileNotFoundError, match=r"^no SAM checkpoint at .*nothing\.pth: put e\.g\. "
+                                                r"sam_vit_b_01ec64\.pth in models/sams$"):
+        segment.load_sam(tmp_path / "nothing.pth")
+
+
+def test_sam_reads_safetensors_and_checkpoints_wrapped_in_model(models, tmp_path):
+    from safetensors.torch import save_file
+
+    _, _, sam = models
+    state = torch.load(sam, weights_only=True)
+    save_file(state, str(tmp_path / "sam.safetensors"))
+    torch.save({"model": state}, tmp_path / "wrapped.pth")
+    want = segment.load_sam(sam).model.state_dict()
+    for path in (tmp_path / "sam.safetensors", tmp_path / "wrapped.pth"):
+        got = segment.load_sam(path).model.state_dict()
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
