@@ -369,3 +369,63 @@ def test_score_video_by_hand_with_a_colour_encoder():
 def test_score_video_refuses_missing_inputs_by_name(frames, refs, prompt, message):
     with pytest.raises(ValueError, match=message):
         metrics.score_video(frames, refs, prompt, mean_colour, mean_colour, lambda p: torch.ones(1, 3))
+
+
+COLOURS = ((220, 40, 40), (40, 200, 60), (50, 60, 210))
+
+
+def write_video(path, codec: str) -> None:
+    """Three flat-colour 32 x 32 frames through PyAV."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=8)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for colour in COLOURS:
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), colour, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+@pytest.mark.parametrize("name, codec", [("a.mp4", "h264"), ("b.MP4", "h264"), ("c.mkv", "h264"), ("d.mov", "h264"),
+                                         ("e.webm", "libvpx-vp9")])
+def test_videos_are_read_by_their_suffix_in_any_case(tmp_path, name, codec):
+    write_video(tmp_path / name, codec)
+    frames = evaluate.read_frames(tmp_path / name)
+    assert frames.shape == (3, 32, 32, 3) and frames.dtype == torch.float32
+    wanted = torch.tensor(COLOURS, dtype=torch.float32)[:, None, None] / 255
+    assert (frames - wanted).abs().mean() < 0.03  # lossy, but each frame its own colour
+
+
+def test_palette_and_grey_images_are_read_as_rgb(tmp_path):
+    Image.new("L", (6, 4), 128).save(tmp_path / "grey.png")
+    Image.new("P", (6, 4), 3).save(tmp_path / "palette.gif")
+    for name in ("grey.png", "palette.gif"):
+        assert evaluate.read_frames(tmp_path / name).shape == (1, 4, 6, 3)
+    with pytest.raises(ValueError, match=r"^clip\.webp: no frames$"):
+        evaluate.stack_frames([], "clip.webp")
+
+
+def test_references_are_the_first_frame_of_each_image(tmp_path):
+    frames = [Image.new("RGB", (8, 8), (i * 80, 0, 0)) for i in range(3)]
+    frames[0].save(tmp_path / "moving.png", save_all=True, append_images=frames[1:])
+    [photo] = evaluate.read_references(tmp_path)
+    assert photo.shape == (1, 8, 8, 3) and photo.sum() == 0
+
+
+def test_the_evaluate_command_says_what_it_takes(capsys):
+    with pytest.raises(SystemExit) as shown:
+        evaluate.main(["--help"])
+    text = capsys.readouterr().out
+    assert shown.value.code == 0 and text.startswith("usage: python -m vcd_core.evaluate")
+    assert evaluate.__doc__.split("\n\n")[0] in " ".join(text.split())
+    for words in ("local HF folder of DINO ViT-S/16", "local HF folder of CLIP ViT-B/32", "--overwrite",
+                  "insightface's ArcFace .onnx"):
+        assert words in " ".join(text.split()), words
+    for missing in ("--manifest", "--references", "--dino", "--clip", "--out"):
+        argv = [a for flag in ("--manifest", "--references", "--dino", "--clip", "--out") if flag != missing
+                for a in (flag, "x")]
+        with pytest.raises(SystemExit) as refused:
+            evaluate.main(argv)
+        assert refused.value.code == 2 and f"the following arguments are required: {missing}" in capsys.readouterr().err
