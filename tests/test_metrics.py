@@ -5,6 +5,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -429,3 +430,75 @@ def test_the_evaluate_command_says_what_it_takes(capsys):
         with pytest.raises(SystemExit) as refused:
             evaluate.main(argv)
         assert refused.value.code == 2 and f"the following arguments are required: {missing}" in capsys.readouterr().err
+
+
+class RecordingSession:
+    """An onnxruntime-shaped session whose model returns each input's mean per channel: what ArcFace feeds it is
+    visible in the features, and every batch is kept."""
+
+    def __init__(self, shape):
+        self.shape, self.batches = shape, []
+
+    def get_inputs(self):
+        return [type("Input", (), {"name": "data", "shape": self.shape})()]
+
+    def run(self, outputs, feeds):
+        self.batches.append(feeds["data"])
+        return [feeds["data"].mean(axis=(2, 3))]
+
+
+def arcface_input(crop: torch.Tensor, size: int) -> torch.Tensor:
+    """What ArcFace should feed the model for one face crop: RGB, resized, clamped, (x * 255 - 127.5) / 127.5."""
+    x = torch.nn.functional.interpolate(crop[..., :3].movedim(-1, 0)[None].float(), size=(size, size), mode="bilinear",
+                                        antialias=True, align_corners=False)[0]
+    return (x.clamp(0, 1) * 255 - 127.5) / 127.5
+
+
+def test_arcface_crops_normalises_and_batches_faces(monkeypatch):
+    from vcd_core import face_detect
+    from vcd_core.geometry import Box
+
+    session = RecordingSession(["batch", 3, 16, 16])
+    arcface = encoders.ArcFace(session, batch_size=2)
+    assert arcface.size == 16 and encoders.ArcFace(RecordingSession(["n", 3, "h", "w"])).size == 112
+    crops = torch.rand(5, 20, 24, 4, generator=torch.Generator().manual_seed(0)) * 1.4 - 0.2  # RGBA, out of [0, 1]
+    features = arcface.faces(crops)
+    assert [b.shape for b in session.batches] == [(2, 3, 16, 16), (2, 3, 16, 16), (1, 3, 16, 16)]
+    wanted = torch.stack([arcface_input(c, 16) for c in crops])
+    assert torch.allclose(torch.from_numpy(np.concatenate(session.batches)), wanted)
+    assert torch.allclose(features, wanted.mean(dim=(2, 3))) and features.dtype == torch.float32
+
+    frames = torch.rand(3, 40, 60, 3, generator=torch.Generator().manual_seed(1))
+    boxes = [[], [Box(10, 20, 50, 60), Box(0, 4, 0, 4)], [Box(2, 32, 5, 35)]]  # none; near the right edge; large
+    monkeypatch.setattr(face_detect, "haar_faces", lambda images: boxes)
+    session.batches.clear()
+    features, found = arcface(frames)
+    assert found.tolist() == [False, True, True] and features.shape == (2, 3)
+    # 13 px (1.3 x 10) about (15, 55), moved left into the frame; 39 px about (17, 20), moved down to the top
+    wanted = torch.stack([arcface_input(frames[1, 9:22, 47:60], 16), arcface_input(frames[2, 0:39, 1:40], 16)])
+    assert torch.allclose(torch.from_numpy(np.concatenate(session.batches)), wanted)
+    session.batches.clear()
+    monkeypatch.setattr(face_detect, "haar_faces", lambda images: [[] for _ in images])
+    none, found = arcface(frames)
+    assert none.shape == (0, 1) and found.tolist() == [False] * 3 and session.batches == []
+
+
+def test_clip_text_pads_batches_and_cuts_long_prompts_at_77_tokens(tiny_models):
+    _, encode_text = encoders.load_clip(tiny_models[1])
+    texts = ["a", "a photo of a man"]
+    batch = encode_text(texts)
+    assert torch.allclose(batch, torch.cat([encode_text([t]) for t in texts]), atol=1e-6)
+    long = encode_text(["a " * 200])  # 202 tokens: cut to BOS + 75 + EOS, as the paper's CLIP-T reads a prompt
+    assert torch.allclose(long, encode_text(["a " * 75]), atol=1e-6)
+
+
+def test_encoder_folders_are_named_with_the_model_expected(tmp_path, tiny_models):
+    with pytest.raises(FileNotFoundError, match=r"^CLIP ViT-B/32: no model in .*nothing \(expected a Hugging Face "
+                                                r"folder with config\.json and weights, e\.g\. a save_pretrained copy "
+                                                r"of CLIP ViT-B/32\)\.$"):
+        encoders.load_clip(tmp_path / "nothing")
+    with pytest.raises(ValueError, match=r"^DINO ViT-S/16: .* holds a 'clip' model, expected one of \('vit', "
+                                         r"'dinov2'\)\.$"):
+        encoders.load_dino(tiny_models[1])
+    with pytest.raises(ValueError, match=r"^CLIP ViT-B/32: .* holds a 'vit' model, expected one of \('clip',\)\.$"):
+        encoders.load_clip(tiny_models[0])
