@@ -502,3 +502,42 @@ def test_encoder_folders_are_named_with_the_model_expected(tmp_path, tiny_models
         encoders.load_dino(tiny_models[1])
     with pytest.raises(ValueError, match=r"^CLIP ViT-B/32: .* holds a 'vit' model, expected one of \('clip',\)\.$"):
         encoders.load_clip(tiny_models[0])
+
+
+def test_preprocessing_resizes_the_short_side_crops_the_centre_and_normalises(tmp_path):
+    """The folder's preprocessor_config.json (mean, std, crop size as a dict or a number) over the model's size."""
+    mean, std = torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1), torch.tensor([0.5, 0.25, 0.125]).view(1, 3, 1, 1)
+
+    def wanted(images, size, top, left, side):
+        x = torch.nn.functional.interpolate(images[..., :3].movedim(-1, 1), size=size, mode="bicubic", antialias=True,
+                                            align_corners=False)
+        return (x[..., top:top + side, left:left + side].clamp(0, 1) - mean) / std
+
+    images = torch.rand(2, 30, 60, 4, generator=torch.Generator().manual_seed(0))  # wide, RGBA
+    for crop in ({"height": 16, "width": 16}, 16):
+        (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+            {"image_mean": mean.flatten().tolist(), "image_std": std.flatten().tolist(), "crop_size": crop}))
+        run = encoders._preprocess(tmp_path, 99, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        assert torch.allclose(run(images), wanted(images, (16, 32), 0, 8, 16), atol=1e-6)
+    tall = images.transpose(1, 2)
+    assert torch.allclose(run(tall), wanted(tall, (32, 16), 8, 0, 16), atol=1e-6)
+    (tmp_path / "preprocessor_config.json").unlink()  # no file: the model's size and the given mean / std
+    plain = encoders._preprocess(tmp_path, 12, mean.flatten().tolist(), std.flatten().tolist())
+    assert torch.allclose(plain(images), wanted(images, (12, 24), 0, 6, 12), atol=1e-6)
+
+
+def test_arcface_files_that_cannot_be_run_are_named(tmp_path, monkeypatch):
+    import sys
+
+    grey = te.export_onnx(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 8, 8), torch.nn.Flatten()), (1, 1, 16, 16),
+                          tmp_path / "grey.onnx")
+    with pytest.raises(ValueError, match=r"^ArcFace: grey\.onnx takes \[.*1, 16, 16\], not face images \[N, 3, H, W\]$"):
+        encoders.load_arcface(grey)
+    with pytest.raises(FileNotFoundError, match=r"^ArcFace: no \.onnx model at .*w600k\.pth; put insightface's "
+                                                r"recognition model \(e\.g\. models/insightface/models/buffalo_l/"
+                                                r"w600k_r50\.onnx\) there\.$"):
+        encoders.load_arcface(tmp_path / "w600k.pth")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ImportError, match=r"^ArcFace: the face score needs onnxruntime \(pip install onnxruntime\); it "
+                                          r"is optional$"):
+        encoders.load_arcface(grey)
