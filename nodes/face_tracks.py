@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from comfy_api.latest import io, ui
@@ -29,6 +29,14 @@ from .sampling import SamplingSettings
 NAME = "VCD Face Refine Tracks"
 MAX_TRACKS = 4  # positive_1 .. positive_4
 log = logging.getLogger("vcd")
+
+
+class TrackCrops(NamedTuple):
+    """One track's part of the work: its index, the frames it is seen in, its crop plan over those frames."""
+
+    track: int
+    frames: list[int]
+    plan: face.FacePlan
 
 
 def positive_name(k: int) -> str:
@@ -106,7 +114,7 @@ class VCDFaceRefineTracks(io.ComfyNode):
                  for k in range(len(masks), MAX_TRACKS) if positives[k] is not None]
         positives = track_positives(masks, positives)
         exclusive = face.exclusive_masks(torch.stack(masks))
-        plans: list[tuple[int, list[int], face.FacePlan]] = []  # (track, the frames it is seen in, its crops there)
+        plans: list[TrackCrops] = []
         for k, mask in enumerate(masks):
             frames = [i for i in range(image.shape[0]) if bool((mask[i] > 0.5).any())]
             if not frames:
@@ -114,7 +122,7 @@ class VCDFaceRefineTracks(io.ComfyNode):
             plan = face.plan_crops(mask[frames], crop_factor, crop_mode, guide_size, max_size, paste=exclusive[k, frames])
             if plan.leaving:
                 notes.append(outside_warning(NAME, [frames[i] for i in plan.leaving], f"track {k}'s face"))
-            plans.append((k, frames, plan))
+            plans.append(TrackCrops(k, frames, plan))
         if not plans:
             notes.append(f"{NAME}: no track has a face in any frame; returning the frames unchanged.")
         for note in notes:
@@ -128,7 +136,7 @@ class VCDFaceRefineTracks(io.ComfyNode):
         paste_masks = torch.zeros((len(masks), *image.shape[:3]))
         refined = image.clone()
         if plans:
-            send_preview_image(window_preview[plans[0][1][0]], steps)  # where the windows are, before the long part
+            send_preview_image(window_preview[plans[0].frames[0]], steps)  # where the windows are, before the long part
             warn_if_prior_lost(model, gamma, getattr(cls.hidden, "unique_id", None), NAME)
         for n, (k, frames, plan) in enumerate(plans):  # interrupts: core's ops check them per layer call
             send_progress_text(getattr(cls.hidden, "unique_id", None),

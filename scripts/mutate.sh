@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing of vcd_core/ and the nodes' pure helpers with mutmut (config: [tool.mutmut] in pyproject.toml), on ComfyUI 0.3.75.
+# Mutation testing of vcd_core/ with mutmut (config: [tool.mutmut] in pyproject.toml), on ComfyUI 0.3.75.
 # Prints the share of killed mutants per module. Args: mutant name globs, e.g. "vcd_core.tiling*".
 # Not part of CI (tens of minutes on 2 cores); run it before changing a module's tests.
 # mutants/ is kept between runs (the stats run, ~5 min, is reused; new tests get stats of their own and

@@ -198,8 +198,13 @@ def test_train_id_segments_the_photos_as_prompt_segment_does(vcd, tiny_files, se
     code, _, err = vcd("train-id", tmp_path / "photos", "--segment", "person", "--grounding-dino", dino, "--sam", sam,
                        "--box-threshold", 1, "--save-masks", tmp_path / "masks", *models_args(tiny_files, motion=False),
                        *train, "--out", tmp_path / "none.safetensors")
-    assert code == 2 and re.search(r"p0.png already exists in .*masks: pick another name", err), err  # never unasked
+    assert code == 2 and re.search(r"--save-masks: .*p0.png exists; masks are never replaced", err), err
     assert not (tmp_path / "none.safetensors").exists()
+    code, _, err = vcd("train-id", tmp_path / "photos", "--segment", "person", "--grounding-dino", dino, "--sam", sam,
+                       "--save-masks", tmp_path / "photos", "--overwrite", *models_args(tiny_files, motion=False),
+                       *train, "--out", tmp_path / "seg.safetensors")  # the masks would replace the photos
+    assert code == 2 and re.search(r"--save-masks: .*p0.png is one of the photos; save the masks in another folder",
+                                   err), err
 
 
 def test_upscale_with_a_model_runs_it_before_resizing_and_refining(vcd, tiny_files, tmp_path, monkeypatch):
@@ -221,6 +226,33 @@ def test_upscale_with_a_model_runs_it_before_resizing_and_refining(vcd, tiny_fil
     wanted = tiled.resize_to(upscale_with_model(load_upscale_model(model_file), read), 64, 96)
     assert len(refined) == 1 and torch.equal(refined[0], wanted)
     assert not torch.allclose(wanted, tiled.resize_to(read, 64, 96), atol=0.05)  # not the bicubic resize
+
+
+def test_upscalers_in_their_release_layouts_load_and_damaged_ones_are_named(tmp_path):
+    """RealESRGAN's and SwinIR's releases keep the weights under params_ema / params: the same model loads."""
+    from safetensors.torch import save_file
+
+    from devtools.tiny_diffusers import save_tiny_esrgan
+    from vcd_diffusers.upscaler import load_upscale_model, upscale_with_model
+
+    plain = save_tiny_esrgan(tmp_path / "plain.pth")
+    state = torch.load(plain, weights_only=True)
+    frames = torch.rand(1, 8, 8, 3, generator=torch.Generator().manual_seed(0))
+    want = upscale_with_model(load_upscale_model(plain), frames)
+    torch.save({"params_ema": state}, tmp_path / "RealESRGAN_x4plus.pth")
+    torch.save({"params": state}, tmp_path / "released.pth")
+    save_file(state, str(tmp_path / "4x.safetensors"))
+    for name in ("RealESRGAN_x4plus.pth", "released.pth", "4x.safetensors"):
+        assert torch.equal(upscale_with_model(load_upscale_model(tmp_path / name), frames), want), name
+    cut = {k: (v[:1] if k == "model.0.weight" else v) for k, v in state.items()}  # a known layout that does not fit
+    torch.save(cut, tmp_path / "cut.pth")
+    with pytest.raises(ValueError, match=r"^upscale model: cut\.pth looks like an upscaler but does not load \(\w+: "
+                                         r".*\); copy it again\.$"):
+        load_upscale_model(tmp_path / "cut.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"^upscale model: empty\.pth is not a readable checkpoint \(EOFError\)\. "
+                                         r"Copy it again, or use a \.safetensors version of it\.$"):
+        load_upscale_model(tmp_path / "empty.pth")
 
 
 def test_existing_outputs_are_refused_before_any_work(vcd, tiny_files, tmp_path, monkeypatch):
@@ -305,6 +337,9 @@ def wide_identity(tmp_path):
      r"--grounding-dino: --segment needs a GroundingDINO folder or .pth; nothing at .*gd\.$"),
     ("sam without segment", lambda f, t: ["train-id", one_photo(t), "--sam", t, *models_args(f, motion=False), "--out",
                                           t / "me.safetensors"], r"--sam is used with --segment PROMPT"),
+    ("threshold without segment", lambda f, t: ["train-id", one_photo(t), "--box-threshold", 0.5,
+                                                *models_args(f, motion=False), "--out", t / "me.safetensors"],
+     r"--box-threshold is used with --segment PROMPT"),
     ("empty segment prompt", lambda f, t: ["train-id", one_photo(t), "--segment", " ", *models_args(f, motion=False), "--out",
                                            t / "me.safetensors"], r"--segment: say what to segment"),
     ("threshold", lambda f, t: ["train-id", one_photo(t), "--segment", "woman", "--grounding-dino", t, "--sam", t,
@@ -313,6 +348,11 @@ def wide_identity(tmp_path):
     ("masks and segment", lambda f, t: ["train-id", t, "--masks", t, "--segment", "woman",
                                         *models_args(f, motion=False), "--out", t / "me.safetensors"],
      r"argument --segment: not allowed with argument --masks"),
+    ("mask of another size", lambda f, t: ["refine-face", save_png(np.zeros((64, 64, 3), np.uint8), t / "f.png"),
+                                           "--mask", save_png(np.zeros((32, 48), np.uint8), t / "m.png"),
+                                           "--checkpoint", t / "no.safetensors", "--motion-module", t / "no.ckpt",
+                                           "--prompt", "x", "--out", t / "o.webp"],
+     r"vcd refine-face: error: --mask is 48x32 but the frames are 64x64: resize the mask to the frames\.$"),
     ("missing upscale model", lambda f, t: ["upscale", one_photo(t), *models_args(f), "--prompt", "x",
                                             "--upscale-model", t / "4x.pth", "--out", t / "o.webp"],
      r"upscale model: no file at .*4x.pth; check the path"),

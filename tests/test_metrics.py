@@ -250,6 +250,16 @@ def test_evaluate_command_scores_through_score_video(tiny_models, tmp_path, caps
         evaluate.main([*command, "--overwrite"])
     assert re.search(r"error: .*runs.csv row 2 \(clip.png\): prompt: CLIP-T needs", capsys.readouterr().err)
     assert (tmp_path / "out" / "scores.csv").read_bytes() == before  # a failed run leaves the old results
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "runs.csv").write_text("video,subject,prompt\nclip.png,ann,a photo\nbroken.png,ann,a photo\n")
+    with pytest.raises(SystemExit):
+        evaluate.main([*command, "--overwrite"])
+    assert re.search(r"error: .*runs.csv row 2 \(broken.png\): cannot identify image file", capsys.readouterr().err)
+    (tmp_path / "runs.csv").write_text("file,subject\nclip.png,ann\n")
+    with pytest.raises(SystemExit):
+        evaluate.main([*command, "--overwrite"])
+    assert re.search(r"error: .*runs.csv has no column video, prompt: its header must name video,subject,prompt "
+                     r"\(\+ seed, setting\); it names file, subject\.", capsys.readouterr().err)
 
 
 def test_encoded_references_score_like_the_images():

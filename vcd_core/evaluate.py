@@ -6,7 +6,8 @@
 ``runs.csv`` has columns ``video,subject,prompt`` (+ optional ``seed``, ``setting``); video paths are
 relative to the manifest (animated WEBP/GIF/PNG, or MP4 when PyAV is installed). ``refs/<subject>/``
 holds that subject's reference photos. Writes ``scores.csv`` (one row per video) and ``summary.json``
-(means per setting), atomically and never over earlier results unless ``--overwrite``, and shows progress.
+(means per setting), each atomically, once every video is scored, and never over earlier results unless
+``--overwrite``; shows progress.
 Runs offline; a bad input is one line naming it (exit 2).
 """
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         return run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, OSError) as error:  # OSError: missing, existing or unreadable files (PIL's too)
         parser.error(str(error))
 
 
@@ -96,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(f"{args.manifest} lists no videos")
+    missing = [column for column in ("video", "subject", "prompt") if column not in rows[0]]
+    if missing:
+        raise ValueError(f"{args.manifest} has no column {', '.join(missing)}: its header must name video,subject,prompt "
+                         f"(+ seed, setting); it names {', '.join(rows[0])}.")
     dino = encoders.load_dino(args.dino)
     clip_image, clip_text = encoders.load_clip(args.clip)
     face = encoders.load_arcface(args.arcface) if args.arcface else None
@@ -107,10 +112,10 @@ def run(args: argparse.Namespace) -> int:
         if subject not in references:
             photos = read_references(args.references / subject)
             references[subject] = metrics.encode_references(photos, dino, clip_image, face)
-        frames = read_frames(args.manifest.parent / row["video"])
         try:
+            frames = read_frames(args.manifest.parent / row["video"])
             scores = metrics.score_video(frames, references[subject], row["prompt"], dino, clip_image, clip_text, face)
-        except ValueError as error:
+        except (ValueError, OSError) as error:
             raise ValueError(f"{args.manifest} row {i} ({row['video']}): {error}") from None
         scored.append({**row, "setting": row.get("setting") or "default", **{m: scores[m] for m in columns}})
         print(f"\r[{i}/{len(rows)}] {row['video']}", end="", file=sys.stderr, flush=True)

@@ -35,7 +35,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     seg.add_argument("--box-threshold", type=float, default=0.3, help="GroundingDINO box score to keep (%(default)s)")
     seg.add_argument("--text-threshold", type=float, default=0.25, help="GroundingDINO text score (%(default)s)")
     seg.add_argument("--save-masks", type=Path, help="also write the masks there as PNGs named like the photos "
-                     "(check them; fix one by hand and train again with --masks)")
+                     "(check them; fix one by hand and train again with --masks); never replaces a file")
     parser.add_argument("--out", type=Path, required=True, help="the identity file, NAME.safetensors")
     parser.add_argument("--class-word", default="man", help="what the person is: man, woman, person ... (%(default)s)")
     parser.add_argument("--tokens", type=int, default=4, help="new tokens to learn (the paper: 4)")
@@ -71,20 +71,24 @@ def photo_files(paths: list[Path]) -> list[Path]:
 
 
 def mask_for(photo: Path, folder: Path) -> Path:
-    matches = sorted(p for p in folder.glob(f"{photo.stem}.*") if p.is_file())
+    """The mask named like ``photo`` in ``folder``: ``STEM.png`` (what --save-masks writes) first, else any suffix."""
+    import glob
+
+    if (folder / f"{photo.stem}.png").is_file():
+        return folder / f"{photo.stem}.png"
+    matches = sorted(p for p in folder.glob(f"{glob.escape(photo.stem)}.*") if p.is_file())
     if not matches:
         raise FileNotFoundError(f"--masks: no mask for {photo.name} in {folder} (expected {photo.stem}.png).")
     return matches[0]
 
 
 def check_segment_options(args: argparse.Namespace, files: list[Path]) -> None:
-    """Refuse a --segment run that misses a model, has thresholds out of range or would overwrite a saved mask,
-    before any work."""
-    from vcd_core.files import exists_error
-
+    """Refuse a --segment run that misses a model, has thresholds out of range or would replace a file with a
+    saved mask, before any work."""
     if args.segment is None:
-        for option in ("grounding_dino", "sam", "bert", "save_masks"):
-            if getattr(args, option) is not None:
+        defaults = {"box_threshold": 0.3, "text_threshold": 0.25}
+        for option in ("grounding_dino", "sam", "bert", "save_masks", *defaults):
+            if getattr(args, option) != defaults.get(option):
                 raise ValueError(f"--{option.replace('_', '-')} is used with --segment PROMPT (say what to mask, "
                                  "e.g. --segment woman).")
         return
@@ -104,9 +108,14 @@ def check_segment_options(args: argparse.Namespace, files: list[Path]) -> None:
         clash = sorted({stem for stem in stems if stems.count(stem) > 1})
         if clash:
             raise ValueError(f"--save-masks: photos named {clash} more than once; masks are saved by name: rename them.")
-        for stem in stems:
-            if (args.save_masks / f"{stem}.png").exists() and not args.overwrite:
-                raise exists_error(args.save_masks / f"{stem}.png")
+        photos = {path.resolve() for path in files}
+        for stem in stems:  # never replaced, even with --overwrite: it may be a photo, or hold fixes made by hand
+            mask = args.save_masks / f"{stem}.png"
+            if mask.resolve() in photos:
+                raise ValueError(f"--save-masks: {mask} is one of the photos; save the masks in another folder.")
+            if mask.exists():
+                raise FileExistsError(f"--save-masks: {mask} exists; masks are never replaced (it may hold fixes made "
+                                      "by hand): pick an empty folder, or train on it with --masks.")
 
 
 def subject_masks(args: argparse.Namespace, files: list[Path], photos: list) -> list | None:
@@ -126,7 +135,7 @@ def subject_masks(args: argparse.Namespace, files: list[Path], photos: list) -> 
           + (f"; none in {[files[i].name for i in missed]}" if missed else ""))
     if args.save_masks is not None:
         for path, mask in zip(files, masks):  # one by one: photos may differ in size
-            write_frames(mask[None, ..., None].expand(-1, -1, -1, 3), args.save_masks, args.overwrite, [path.stem])
+            write_frames(mask[None, ..., None].expand(-1, -1, -1, 3), args.save_masks, False, [path.stem])
     return masks
 
 
@@ -239,7 +248,11 @@ def run_face(args: argparse.Namespace) -> None:
     settings = cli.sampling(args, FACE)
     frames = read_frames(args.input, "input")
     cli.check_outputs(args, *frames.shape[1:3])
-    masks = read_masks(args.mask, "--mask") if args.mask is not None else None
+    masks = None
+    if args.mask is not None:  # checked against the frames before any model is loaded
+        from vcd_core.face import masks_for_frames
+
+        masks = masks_for_frames(read_masks(args.mask, "--mask"), frames, "--mask")
     models = cli.load_models(args)
     result = refine_face(models, frames, args.prompt, masks=masks, negative=args.negative,
                          identity=cli.identity(args, models), crop_factor=args.crop_factor,
