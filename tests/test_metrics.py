@@ -431,9 +431,13 @@ def test_the_evaluate_command_says_what_it_takes(capsys):
     text = capsys.readouterr().out
     assert shown.value.code == 0 and text.startswith("usage: python -m vcd_core.evaluate")
     assert evaluate.__doc__.split("\n\n")[0] in " ".join(text.split())
-    for words in ("local HF folder of DINO ViT-S/16", "local HF folder of CLIP ViT-B/32", "--overwrite",
-                  "insightface's ArcFace .onnx"):
-        assert words in " ".join(text.split()), words
+    flat = " ".join(text.split())
+    for option, words in (("--dino DINO", "local HF folder of DINO ViT-S/16"),
+                          ("--clip CLIP", "local HF folder of CLIP ViT-B/32"),
+                          ("--arcface ARCFACE", "optional: insightface's ArcFace .onnx (e.g. w600k_r50.onnx); adds "
+                                                "face_similarity (needs onnxruntime)"),
+                          ("--overwrite", "replace scores.csv and summary.json in --out")):
+        assert re.search(rf"{re.escape(option)} {re.escape(words)}( -|$)", flat), option
     for missing in ("--manifest", "--references", "--dino", "--clip", "--out"):
         argv = [a for flag in ("--manifest", "--references", "--dino", "--clip", "--out") if flag != missing
                 for a in (flag, "x")]
@@ -551,3 +555,28 @@ def test_arcface_files_that_cannot_be_run_are_named(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"^ArcFace: the face score needs onnxruntime \(pip install onnxruntime\); it "
                                           r"is optional$"):
         encoders.load_arcface(grey)
+
+
+def test_the_evaluate_command_works_offline_and_reports_as_it_goes(tiny_models, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    refs = tmp_path / "refs" / "ann"
+    refs.mkdir(parents=True)
+    Image.new("RGB", (40, 40), (200, 120, 90)).save(refs / "a.png")
+    frames = [Image.new("RGB", (32, 32), (100 + 40 * (i % 2), 100, 100)) for i in range(3)]
+    frames[0].save(tmp_path / "a.png", save_all=True, append_images=frames[1:])
+    (tmp_path / "runs.csv").write_text("video,subject,prompt,setting\na.png,ann,a photo,g0\na.png,ann,a man,g1\n")
+    command = ["--manifest", str(tmp_path / "runs.csv"), "--references", str(tmp_path / "refs"), "--dino",
+               str(tiny_models[0]), "--clip", str(tiny_models[1]), "--out", str(tmp_path / "out")]
+    assert evaluate.main(command) == 0
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"  # nothing is fetched
+    out, err = capsys.readouterr()
+    assert err.endswith("\r[1/2] a.png\r[2/2] a.png\n")  # (after transformers' own loading bars)
+    lines = out.splitlines()
+    assert [line.split(" ")[0] for line in lines] == ["g0", "g1"] and lines[0].split(" ")[1].startswith("dino=")
+    summary = (tmp_path / "out" / "summary.json").read_text()
+    assert summary.startswith('{\n  "g0": {\n    "videos": 1,') and summary.endswith("}\n")
+    (tmp_path / "runs.csv").write_text("video,subject,prompt\na.png,ann,a photo\n")
+    assert evaluate.main([*command, "--overwrite"]) == 0  # replaces both tables
+    assert list(json.loads((tmp_path / "out" / "summary.json").read_text())) == ["default"]
+    assert len(list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))) == 1
