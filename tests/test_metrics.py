@@ -482,19 +482,22 @@ def test_arcface_crops_normalises_and_batches_faces(monkeypatch):
     assert torch.allclose(torch.from_numpy(np.concatenate(session.batches)), wanted)
     assert torch.allclose(features, wanted.mean(dim=(2, 3))) and features.dtype == torch.float32
 
-    frames = torch.rand(3, 40, 60, 3, generator=torch.Generator().manual_seed(1))
-    boxes = [[], [Box(10, 20, 50, 60), Box(0, 4, 0, 4)], [Box(2, 32, 5, 35)]]  # none; near the right edge; large
+    frames = torch.rand(5, 40, 60, 3, generator=torch.Generator().manual_seed(1))
+    boxes = [[], [Box(10, 20, 50, 60), Box(0, 4, 0, 4)], [Box(2, 32, 5, 35)], [Box(30, 40, 0, 10)],
+             [Box(0, 40, 10, 50)]]  # none; near the right edge; large; bottom left; taller than the frame with 1.3
     monkeypatch.setattr(face_detect, "haar_faces", lambda images: boxes)
     session.batches.clear()
     features, found = arcface(frames)
-    assert found.tolist() == [False, True, True] and features.shape == (2, 3)
-    # 13 px (1.3 x 10) about (15, 55), moved left into the frame; 39 px about (17, 20), moved down to the top
-    wanted = torch.stack([arcface_input(frames[1, 9:22, 47:60], 16), arcface_input(frames[2, 0:39, 1:40], 16)])
-    assert torch.allclose(torch.from_numpy(np.concatenate(session.batches)), wanted)
+    assert found.tolist() == [False, True, True, True, True] and features.shape == (4, 3)
+    # 13 px (1.3 x 10) about (15, 55), moved left into the frame; 39 px about (17, 20), moved down to the top;
+    # 13 px about (35, 5), moved up and right into the frame; 52 px about (20, 30): cut to the frame from its corner
+    wanted = torch.stack([arcface_input(frames[1, 9:22, 47:60], 16), arcface_input(frames[2, 0:39, 1:40], 16),
+                          arcface_input(frames[3, 27:40, 0:13], 16), arcface_input(frames[4, 0:40, 4:56], 16)])
+    assert torch.allclose(torch.cat([torch.from_numpy(b) for b in session.batches]), wanted)
     session.batches.clear()
     monkeypatch.setattr(face_detect, "haar_faces", lambda images: [[] for _ in images])
     none, found = arcface(frames)
-    assert none.shape == (0, 1) and found.tolist() == [False] * 3 and session.batches == []
+    assert none.shape == (0, 1) and found.tolist() == [False] * 5 and session.batches == []
 
 
 def test_clip_text_pads_batches_and_cuts_long_prompts_at_77_tokens(tiny_models):
@@ -527,7 +530,8 @@ def test_preprocessing_resizes_the_short_side_crops_the_centre_and_normalises(tm
                                             align_corners=False)
         return (x[..., top:top + side, left:left + side].clamp(0, 1) - mean) / std
 
-    images = torch.rand(2, 30, 60, 4, generator=torch.Generator().manual_seed(0))  # wide, RGBA
+    # wide, RGBA, black and white: bicubic overshoots [0, 1] on edges like these, so the clamp shows
+    images = (torch.rand(2, 30, 60, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     for crop in ({"height": 16, "width": 16}, 16):
         (tmp_path / "preprocessor_config.json").write_text(json.dumps(
             {"image_mean": mean.flatten().tolist(), "image_std": std.flatten().tolist(), "crop_size": crop}))
