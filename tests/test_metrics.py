@@ -430,7 +430,7 @@ def test_the_evaluate_command_says_what_it_takes(capsys):
         evaluate.main(["--help"])
     text = capsys.readouterr().out
     assert shown.value.code == 0 and text.startswith("usage: python -m vcd_core.evaluate")
-    assert evaluate.__doc__.split("\n\n")[0] in " ".join(text.split())
+    assert evaluate.__doc__.split("\n\n")[0] in " ".join(text.split()) and "--manifest runs.csv" not in text
     flat = " ".join(text.split())
     for option, words in (("--dino DINO", "local HF folder of DINO ViT-S/16"),
                           ("--clip CLIP", "local HF folder of CLIP ViT-B/32"),
@@ -577,10 +577,20 @@ def test_the_evaluate_command_works_offline_and_reports_as_it_goes(tiny_models, 
     out, err = capsys.readouterr()
     assert err.endswith("\r[1/2] a.png\r[2/2] a.png\n")  # (after transformers' own loading bars)
     lines = out.splitlines()
-    assert [line.split(" ")[0] for line in lines] == ["g0", "g1"] and lines[0].split(" ")[1].startswith("dino=")
+    assert [line.split(" ")[0] for line in lines] == ["g0", "g1"]
+    assert all(re.fullmatch(r"g[01]( [a-z_]+=-?\d+\.\d{3})+", line) for line in lines), lines
     summary = (tmp_path / "out" / "summary.json").read_text()
     assert summary.startswith('{\n  "g0": {\n    "videos": 1,') and summary.endswith("}\n")
     (tmp_path / "runs.csv").write_text("video,subject,prompt\na.png,ann,a photo\n")
     assert evaluate.main([*command, "--overwrite"]) == 0  # replaces both tables
     assert list(json.loads((tmp_path / "out" / "summary.json").read_text())) == ["default"]
     assert len(list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))) == 1
+
+
+def test_an_empty_manifest_is_named(tiny_models, tmp_path, capsys):
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "runs.csv").write_text("video,subject,prompt\n")
+    with pytest.raises(SystemExit):
+        evaluate.main(["--manifest", str(tmp_path / "runs.csv"), "--references", str(tmp_path / "refs"), "--dino",
+                       str(tiny_models[0]), "--clip", str(tiny_models[1]), "--out", str(tmp_path / "out")])
+    assert re.search(r"error: .*runs\.csv lists no videos$", capsys.readouterr().err.strip())
