@@ -316,3 +316,15 @@ def test_sam_reads_safetensors_and_checkpoints_wrapped_in_model(models, tmp_path
     for path in (tmp_path / "sam.safetensors", tmp_path / "wrapped.pth"):
         got = segment.load_sam(path).model.state_dict()
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_prompt_masks_clamp_out_of_range_pixels_before_the_detector_sees_them():
+    seen = []
+    images = torch.tensor([-0.5, 0.5, 1.5]).view(1, 1, 3, 1).expand(1, 1, 3, 3)
+
+    def find_boxes(pixels):
+        seen.append(pixels)
+        return segment.Detection(torch.zeros(0, 4), torch.zeros(0))
+
+    segment.prompt_masks(images, find_boxes, lambda pixels, boxes: torch.zeros(0, 1, 3, dtype=torch.bool))
+    assert seen[0][0, :, 0].tolist() == [0, 128, 255]  # not wrapped around uint8
