@@ -484,16 +484,20 @@ def test_arcface_crops_normalises_and_batches_faces(monkeypatch):
 
     frames = torch.rand(5, 40, 60, 3, generator=torch.Generator().manual_seed(1))
     boxes = [[], [Box(10, 20, 50, 60), Box(0, 4, 0, 4)], [Box(2, 32, 5, 35)], [Box(30, 40, 0, 10)],
-             [Box(0, 40, 10, 50)]]  # none; near the right edge; large; bottom left; taller than the frame with 1.3
+             [Box(14, 40, 10, 50)]]  # none; near the right edge; large; bottom left; taller than the frame with 1.3
     monkeypatch.setattr(face_detect, "haar_faces", lambda images: boxes)
     session.batches.clear()
     features, found = arcface(frames)
     assert found.tolist() == [False, True, True, True, True] and features.shape == (4, 3)
     # 13 px (1.3 x 10) about (15, 55), moved left into the frame; 39 px about (17, 20), moved down to the top;
-    # 13 px about (35, 5), moved up and right into the frame; 52 px about (20, 30): cut to the frame from its corner
+    # 13 px about (35, 5), moved up and right into the frame; 52 px about (27, 30): from the top, cut to the frame
     wanted = torch.stack([arcface_input(frames[1, 9:22, 47:60], 16), arcface_input(frames[2, 0:39, 1:40], 16),
                           arcface_input(frames[3, 27:40, 0:13], 16), arcface_input(frames[4, 0:40, 4:56], 16)])
     assert torch.allclose(torch.cat([torch.from_numpy(b) for b in session.batches]), wanted)
+    session.batches.clear()
+    monkeypatch.setattr(face_detect, "haar_faces", lambda images: [[Box(0, 20, 12, 60)]])  # 62 px: wider than it
+    arcface(frames[:1])
+    assert torch.allclose(torch.from_numpy(session.batches[0]), arcface_input(frames[0], 16)[None])
     session.batches.clear()
     monkeypatch.setattr(face_detect, "haar_faces", lambda images: [[] for _ in images])
     none, found = arcface(frames)
