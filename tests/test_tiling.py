@@ -264,3 +264,26 @@ def test_tile_kwargs_are_made_for_the_tiles_of_each_call():
     for tile_batch in (1, 3):
         out = tiling.tiled(scaled, tile=12, overlap=4, tile_batch=tile_batch, tile_kwargs=cut)(x, torch.ones(2), scale=scale)
         torch.testing.assert_close(out, x * scale, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("tile_size, overlap, tile_batch, message", [
+    (56, 8, 1, r"^tile_size must be a multiple of 8 and at least 64 px \(got 56\)\.$"),
+    (68, 8, 1, r"^tile_size must be a multiple of 8 and at least 64 px \(got 68\)\.$"),
+    (64, 64, 1, r"^overlap must be at least 0 and smaller than tile_size \(got overlap 64, tile_size 64\)\.$"),
+    (64, -8, 1, r"^overlap must be at least 0 and smaller than tile_size \(got overlap -8, tile_size 64\)\.$"),
+    (64, 8, 0, r"^tile_batch must be at least 1 \(got 0\)\.$"),
+])
+def test_tiled_vcd_settings_are_checked(tile_size, overlap, tile_batch, message):
+    with pytest.raises(ValueError, match=message):
+        tiling.check_tiling(tile_size, overlap, tile_batch)
+
+
+def test_the_smallest_settings_pass_the_check():
+    tiling.check_tiling(64, 0, 1)
+    tiling.check_tiling(64, 56, 1)
+
+
+def test_the_pixel_plan_is_the_latent_plan_times_eight():
+    plan = tiling.pixel_plan(256, 192, 128, 32)
+    assert plan == [box.scaled(8) for box in tiling.tile_plan(32, 24, 16, 4)]
+    assert plan[0] == Box(0, 128, 0, 128) and plan[-1].y1 == 256 and plan[-1].x1 == 192

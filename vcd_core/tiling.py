@@ -86,7 +86,6 @@ def tiled_apply(
     if len(plan) == 1 and plan[0] == Box(0, x.shape[-2], 0, x.shape[-1]):
         return fn(x, list(plan))
     outputs: list[torch.Tensor] | None = None
-    single = True
     for first in range(0, len(plan), tile_batch):
         group = plan[first:first + tile_batch]
         result = fn(torch.cat([t.crop(x) for t in group]), group)
