@@ -84,8 +84,8 @@ class VCDPromptSegment(io.ComfyNode):
                                        "it (groundingdino_swint_ogc.pth + GroundingDINO_SwinT_OGC.cfg.py; SwinB), which "
                                        "also needs models/bert-base-uncased (config.json, vocab.txt)."),
                 io.Combo.Input("sam_model", options=sam_options(), tooltip="models/sams: an original SAM .pth checkpoint."),
-                io.Float.Input("box_threshold", default=0.3, min=0.0, max=1.0, step=0.01),
-                io.Float.Input("text_threshold", default=0.25, min=0.0, max=1.0, step=0.01),
+                io.Float.Input("box_threshold", default=segment.BOX_THRESHOLD, min=0.0, max=1.0, step=0.01),
+                io.Float.Input("text_threshold", default=segment.TEXT_THRESHOLD, min=0.0, max=1.0, step=0.01),
                 io.Combo.Input("box_mode", options=["first", "union"], default="first",
                                tooltip="first: the best box only (the paper's code); union: every box found."),
                 io.Combo.Input("if_none", options=["empty", "full"], default="empty",

@@ -25,6 +25,7 @@ from .files import load_tensors
 __all__ = ["Detection", "load_grounding_dino", "detect", "load_sam", "segment_boxes", "prompt_masks"]
 
 SAM_IMAGE_SIZE, SAM_PATCH = 1024, 16
+BOX_THRESHOLD, TEXT_THRESHOLD = 0.3, 0.25  # the released config's GroundingDINO thresholds
 
 
 @dataclass
@@ -67,8 +68,8 @@ def grounding_text(prompt: str) -> str:
 
 
 @torch.no_grad()
-def detect(model, processor, image: np.ndarray, prompt: str, box_threshold: float = 0.3,
-           text_threshold: float = 0.25) -> Detection:
+def detect(model, processor, image: np.ndarray, prompt: str, box_threshold: float = BOX_THRESHOLD,
+           text_threshold: float = TEXT_THRESHOLD) -> Detection:
     """Boxes for ``prompt`` in one RGB uint8 ``[H, W, 3]`` image, best score first."""
     inputs = processor(images=[image], text=[grounding_text(prompt)], return_tensors="pt").to(model.device)
     outputs = model(**inputs)

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from vcd_core.segment import BOX_THRESHOLD, TEXT_THRESHOLD
+
 from . import cli
 
 
@@ -32,8 +34,8 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
                      "or an original groundingdino_swint_ogc.pth with its .cfg.py beside it (+ --bert)")
     seg.add_argument("--sam", type=Path, help="an original SAM checkpoint (e.g. sam_vit_b_01ec64.pth)")
     seg.add_argument("--bert", type=Path, help="bert-base-uncased folder (config.json, vocab.txt) for an original .pth")
-    seg.add_argument("--box-threshold", type=float, default=0.3, help="GroundingDINO box score to keep (%(default)s)")
-    seg.add_argument("--text-threshold", type=float, default=0.25, help="GroundingDINO text score (%(default)s)")
+    seg.add_argument("--box-threshold", type=float, default=BOX_THRESHOLD, help="GroundingDINO box score to keep (%(default)s)")
+    seg.add_argument("--text-threshold", type=float, default=TEXT_THRESHOLD, help="GroundingDINO text score (%(default)s)")
     seg.add_argument("--save-masks", type=Path, help="also write the masks there as PNGs named like the photos "
                      "(check them; fix one by hand and train again with --masks); never replaces a file")
     parser.add_argument("--out", type=Path, required=True, help="the identity file, NAME.safetensors")
@@ -86,7 +88,7 @@ def check_segment_options(args: argparse.Namespace, files: list[Path]) -> None:
     """Refuse a --segment run that misses a model, has thresholds out of range or would replace a file with a
     saved mask, before any work."""
     if args.segment is None:
-        defaults = {"box_threshold": 0.3, "text_threshold": 0.25}
+        defaults = {"box_threshold": BOX_THRESHOLD, "text_threshold": TEXT_THRESHOLD}
         for option in ("grounding_dino", "sam", "bert", "save_masks", *defaults):
             if getattr(args, option) != defaults.get(option):
                 raise ValueError(f"--{option.replace('_', '-')} is used with --segment PROMPT (say what to mask, "

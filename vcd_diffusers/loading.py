@@ -65,9 +65,10 @@ def _json(config_dir: str | os.PathLike | None, component: str) -> dict:
         raise ValueError(f"{component} config: {path} is not valid JSON ({error}); copy it again.") from None
 
 
-def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike, what: str, as_saved: bool = False) -> dict:
     """All tensors of a ``.safetensors`` or pickled (``.ckpt``/``.pt``/``.pth``/``.bin``, tensors only) file,
-    unwrapped from a ``state_dict`` entry; ``what`` names the input in errors."""
+    unwrapped from a ``state_dict`` entry (``as_saved``: the pickle's dict as it is, nested entries kept);
+    ``what`` names the input in errors."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no file at {path}; check the path.")
@@ -85,11 +86,11 @@ def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tenso
         data = load_tensors(path, "Copy it again, or use a .safetensors version of it.")
     except ValueError as error:
         raise ValueError(f"{what}: {error}") from None
-    while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+    while not as_saved and isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict):
         raise ValueError(f"{what}: {path.name} holds a {type(data).__name__}, not a dict of tensors.")
-    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+    return data if as_saved else {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
 
 
 def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str, source: Path,

@@ -15,8 +15,8 @@ __all__ = ["segment_photos"]
 
 
 def segment_photos(photos: Sequence[torch.Tensor], prompt: str, grounding_dino: str | os.PathLike,
-                   sam: str | os.PathLike, *, bert: str | os.PathLike | None = None, box_threshold: float = 0.3,
-                   text_threshold: float = 0.25, box_mode: str = "first",
+                   sam: str | os.PathLike, *, bert: str | os.PathLike | None = None, box_threshold: float = segment.BOX_THRESHOLD,
+                   text_threshold: float = segment.TEXT_THRESHOLD, box_mode: str = "first",
                    device: torch.device | str = "cpu") -> tuple[list[torch.Tensor], list[int]]:
     """A ``[H, W]`` mask of what ``prompt`` names in each ``[H, W, C]`` photo, and the photos where nothing was
     found (their masks are empty: training leaves them out). ``grounding_dino``: a transformers folder or an

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import torch
 
-from vcd_core.files import load_tensors
-
-from .loading import PICKLE_SUFFIXES, read_state_dict
+from .loading import read_state_dict
 
 __all__ = ["load_upscale_model", "upscale_with_model"]
 
@@ -24,15 +22,7 @@ def load_upscale_model(path: str | os.PathLike, device: torch.device | str = "cp
     from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
 
     path = Path(path)
-    if path.is_file() and path.suffix in PICKLE_SUFFIXES:  # as saved: spandrel unwraps the release layouts itself
-        try:
-            state = load_tensors(path, "Copy it again, or use a .safetensors version of it.")
-        except ValueError as error:
-            raise ValueError(f"{WHAT}: {error}") from None
-        if not isinstance(state, dict):
-            raise ValueError(f"{WHAT}: {path.name} holds a {type(state).__name__}, not a dict of tensors.")
-    else:
-        state = read_state_dict(path, WHAT)  # .safetensors, or the message for a missing file or another suffix
+    state = read_state_dict(path, WHAT, as_saved=True)  # spandrel unwraps the release layouts itself
     if "module.layers.0.residual_group.blocks.0.norm1.weight" in state:  # SwinIR saved from DataParallel
         state = {key.removeprefix("module."): value for key, value in state.items()}
     try:
