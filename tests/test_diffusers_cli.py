@@ -365,3 +365,14 @@ def wide_identity(tmp_path):
 def test_bad_inputs_are_one_line_errors(vcd, tiny_files, tmp_path, case, args, message):
     code, out, err = vcd(*args(tiny_files, tmp_path))
     assert code == 2 and "Traceback" not in err and re.search(message, err), err
+
+
+def test_masks_are_found_by_the_photos_name_png_first(tmp_path):
+    from vcd_diffusers.commands import mask_for
+
+    for name in ("a.jpg", "a.png", "b[1].webp"):
+        (tmp_path / name).write_bytes(b"")
+    assert mask_for(Path("photos/a.jpg"), tmp_path) == tmp_path / "a.png"  # what --save-masks wrote
+    assert mask_for(Path("b[1].png"), tmp_path) == tmp_path / "b[1].webp"  # glob characters in the name
+    with pytest.raises(FileNotFoundError, match=r"^--masks: no mask for c\.jpg in .* \(expected c\.png\)\.$"):
+        mask_for(Path("c.jpg"), tmp_path)
