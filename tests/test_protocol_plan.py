@@ -137,6 +137,9 @@ def test_training_settings_make_one_identity_each(folder):
     (lambda d: d.update(subjects=d["subjects"][:1], settings=[{"masked": False}]),
      r"settings\[0\] \('masked false'\): sets masked, which only changes identities trained from photos"),
     (lambda d: d.update(extra=1), r"top level: unknown key 'extra'"),
+    (lambda d: (d["models"].update(upscale_model="models/dino"), d["defaults"].update(stage="face")),
+     r"models: upscale_model is run only before Tiled VCD, and no settings reach stage = 'tiled'; set stage = "
+     r"\"tiled\" in \[defaults\] or a \[\[settings\]\] entry, or remove upscale_model"),
     (lambda d: d["settings"][1].update(tile_size=48), r"settings\[1\] \('paper'\): tile_size must be a multiple of 8 "
                                                      r"and at least 64 px \(got 48\)"),
     (lambda d: d["defaults"].update(tile_overlap=512), r"settings\[0\] \('gamma 0.0'\): tile_overlap must be at "

@@ -367,6 +367,10 @@ def load_plan(path: str | Path) -> Plan:
                                        f"white = person, named like the photos) for subject '{unmasked[0]}'; or "
                                        "set masked = false")
         settings.append((name, resolved))
+    if "upscale_model" in models and all(resolved["stage"] != "tiled" for _, resolved in settings):
+        raise _fail(source, "models", "upscale_model is run only before Tiled VCD, and no settings reach stage = "
+                                      "'tiled'; set stage = \"tiled\" in [defaults] or a [[settings]] entry, or "
+                                      "remove upscale_model")
 
     identities: dict[str, IdentitySpec] = {}
     runs = []
