@@ -28,7 +28,8 @@ from .text_encoder import MARKER
 
 __all__ = [
     "RARE_TOKENS", "VIEWS_PER_IMAGE", "FILE_FORMAT", "SETTINGS", "TrainConfig", "usable_references", "photos_hash",
-    "training_request", "file_metadata", "snippet", "autocast_for", "Views", "center_square", "augment_view", "make_views", "latent_masks",
+    "training_request", "file_metadata", "snippet", "autocast_for", "Views", "center_square", "Augmentation",
+    "draw_augmentation", "apply_augmentation", "make_views", "latent_masks",
     "masked_mse", "sd_alphas_cumprod", "init_vectors", "train_identity", "TrainResult", "TrainingDiverged",
     "gradient_checkpointing",
 ]
@@ -155,37 +156,55 @@ def _warp(tensor: torch.Tensor, theta: torch.Tensor, fill: float) -> torch.Tenso
     return (F.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill)[0]
 
 
-def augment_view(image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """One augmented view of a square ``image`` ``[3, S, S]`` and its ``mask`` ``[1, S, S]``, with its caption prefix.
+@dataclass(frozen=True)
+class Augmentation:
+    """One training view's draw: a horizontal ``flip``, a rotation ``angle`` in degrees, a ``scale`` of the content
+    (< 1 zooms out, > 1 zooms in), its ``shift`` in normalised coordinates (-1..1 across the frame) and the caption
+    ``prefix`` that says so."""
 
-    Horizontal flip (50%), rotation ~ N(0, 10 deg), then a third each of: no zoom, zoom out
-    (shrunk by 0.5-0.9 onto mid grey, mask zero outside, "a far away " / "very small "),
-    zoom in (random crop of 0.6-0.9 of the side, "zoomed in " / "close up ").
-    """
+    flip: bool
+    angle: float
+    scale: float = 1.0
+    shift: tuple[float, float] = (0.0, 0.0)
+    prefix: str = ""
+
+
+def draw_augmentation(generator: torch.Generator) -> Augmentation:
+    """The authors' augmentation, drawn from ``generator``: flip (50%), rotation ~ N(0, 10 deg), then a third each
+    of: no zoom, zoom out (shrunk by 0.5-0.9 onto mid grey, "a far away " / "very small "), zoom in (a random crop
+    of 0.6-0.9 of the side, "zoomed in " / "close up "). The content never leaves the frame, nor a crop the photo."""
     def uniform(low: float, high: float) -> float:
         return low + (high - low) * float(torch.rand((), generator=generator))
 
-    if float(torch.rand((), generator=generator)) < 0.5:
-        image, mask = image.flip(-1), mask.flip(-1)
-    angle = math.radians(10.0 * float(torch.randn((), generator=generator)))
+    flip = float(torch.rand((), generator=generator)) < 0.5
+    angle = 10.0 * float(torch.randn((), generator=generator))
     zoom = int(torch.randint(0, 3, (), generator=generator))
-    prefix, scale, shift = "", 1.0, (0.0, 0.0)
     if zoom == 1:
         scale = uniform(0.5, 0.9)
         shift = (uniform(-(1 - scale), 1 - scale), uniform(-(1 - scale), 1 - scale))
-        prefix = ZOOM_OUT_PREFIXES[int(torch.randint(0, 2, (), generator=generator))]
-    elif zoom == 2:
+        return Augmentation(flip, angle, scale, shift, ZOOM_OUT_PREFIXES[int(torch.randint(0, 2, (), generator=generator))])
+    if zoom == 2:
         scale = 1.0 / uniform(0.6, 0.9)
         room = 1 - 1 / scale
         shift = (uniform(-room, room), uniform(-room, room))
-        prefix = ZOOM_IN_PREFIXES[int(torch.randint(0, 2, (), generator=generator))]
+        return Augmentation(flip, angle, scale, shift, ZOOM_IN_PREFIXES[int(torch.randint(0, 2, (), generator=generator))])
+    return Augmentation(flip, angle)
+
+
+def apply_augmentation(image: torch.Tensor, mask: torch.Tensor, augmentation: Augmentation
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A square ``image`` ``[3, S, S]`` and its ``mask`` ``[1, S, S]`` seen through ``augmentation``: a point ``p``
+    of the (flipped) photo lands at ``scale * rotate(p, angle) + shift``; mid grey (mask 0) where no photo is."""
+    if augmentation.flip:
+        image, mask = image.flip(-1), mask.flip(-1)
+    angle = math.radians(augmentation.angle)
     cos, sin = math.cos(angle), math.sin(angle)
     # Output coords -> input coords: undo the shift and scale, then the rotation.
-    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]]) / scale
-    theta[:, 2] = -(theta[:, :2] @ torch.tensor(shift))
+    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]]) / augmentation.scale
+    theta[:, 2] = -(theta[:, :2] @ torch.tensor(augmentation.shift))
     image = _warp(image.float(), theta.to(image.device), fill=0.5).clamp(0, 1)
     mask = _warp(mask.float(), theta.to(mask.device), fill=0.0).clamp(0, 1)
-    return image, mask, prefix
+    return image, mask
 
 
 def make_views(images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | None], size: int,
@@ -204,11 +223,13 @@ def make_views(images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | No
             raise ValueError(f"mask {index} is {tuple(mask.shape)} but image {index} is {tuple(image.shape[-2:])}: "
                              "masks must match their images' size")
         square, square_mask = center_square(image.float(), size), center_square(mask.float()[None], size)
-        for _ in range(views_per_image if augment else 1):
-            view = augment_view(square, square_mask, generator) if augment else (square, square_mask, "")
-            pixels.append(view[0])
-            view_masks.append(view[1])
-            prefixes.append(view[2])
+        augmentations = [draw_augmentation(generator) for _ in range(views_per_image)] if augment else [None]
+        for augmentation in augmentations:
+            view, view_mask = apply_augmentation(square, square_mask, augmentation) if augmentation else (square,
+                                                                                                       square_mask)
+            pixels.append(view)
+            view_masks.append(view_mask)
+            prefixes.append(augmentation.prefix if augmentation else "")
     return Views(torch.stack(pixels), torch.stack(view_masks), prefixes)
 
 
