@@ -169,3 +169,21 @@ def test_bad_files(folder):
     (folder / "photos" / "ann").mkdir()
     with pytest.raises(PlanError, match=r"subjects\[1\] \('ann'\): photos: no images"):
         load_plan(folder / "plan.toml")
+
+
+def test_python_3_10_reads_plans_with_tomli(folder, monkeypatch):
+    """Without the standard library's tomllib (Python 3.10) the plan module takes tomli, the same parser (loaded
+    here as a separate copy of the module, so the rest of the suite keeps its classes)."""
+    import importlib.util
+    import sys
+    import tomllib
+
+    import vcd_diffusers.protocol.plan as plan_module
+
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # import tomllib -> ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "tomli", tomllib)
+    spec = importlib.util.spec_from_file_location("vcd_diffusers.protocol.plan_on_python_3_10", plan_module.__file__)
+    copy_310 = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, copy_310)
+    spec.loader.exec_module(copy_310)
+    assert copy_310.tomllib is tomllib and len(copy_310.load_plan(plan_with(folder)).runs) == 16

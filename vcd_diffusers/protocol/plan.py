@@ -34,11 +34,15 @@ import difflib
 import hashlib
 import json
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package (the diffusers extra installs it)
+    import tomli as tomllib
 
 from vcd_core import tiling
 
