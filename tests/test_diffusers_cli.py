@@ -283,6 +283,12 @@ def mixed_sizes(folder):
     return folder
 
 
+def long_clip(folder, frames: int = 33):
+    for i in range(frames):
+        save_png(np.zeros((64, 64, 3), np.uint8), folder / f"{i:03d}.png")
+    return folder
+
+
 def wide_identity(tmp_path):
     return embedding_io.write_embedding(tmp_path, "sdxl_face", embedding_io.Embedding(torch.zeros(4, 1280)))
 
@@ -303,6 +309,12 @@ def wide_identity(tmp_path):
      r"prompt: write \{identity\} where the person goes"),
     ("too many frames", lambda f, t: ["generate", *models_args(f), "--prompt", "x", "--frames", 40, "--out",
                                       t / "o.webp"], r"frames must be 1 to 32 \(the motion module's position"),
+    ("long clip to refine", lambda f, t: ["refine-face", long_clip(t / "in"), *models_args(f), "--prompt", "x",
+                                          "--out", t / "o.webp"],
+     r"vcd refine-face: error: frames must be 1 to 32 \(the motion module's position encoding covers 32; got 33\); "
+     r"split a longer clip, or refine it in ComfyUI with AnimateDiff-Evolved's context windows\.$"),
+    ("long clip to upscale", lambda f, t: ["upscale", long_clip(t / "in"), *models_args(f), "--prompt", "x",
+                                           "--out", t / "o.webp"], r"vcd upscale: error: frames must be 1 to 32 .*got 33"),
     ("odd size", lambda f, t: ["generate", *models_args(f), "--prompt", "x", "--width", 60, "--out", t / "o.webp"],
      r"height and width must be positive multiples of 8 \(got 60x512\)"),
     ("video suffix", lambda f, t: ["generate", *models_args(f), "--prompt", "x", "--out", t / "o.avi"],

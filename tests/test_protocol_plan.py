@@ -110,6 +110,7 @@ def test_training_settings_make_one_identity_each(folder):
     (lambda d: d["settings"][0].update(gamma=1.5), r"settings\[0\] \('gamma 1.5'\): gamma = 1.5 must be in \[0, 1\]"),
     (lambda d: d["settings"][0].update(steps=2.5), r"steps = 2.5 must be an integer"),
     (lambda d: d["settings"][0].update(width=100), r"width = 100 must be a multiple of 8"),
+    (lambda d: d["defaults"].update(frames=33), r"defaults: frames = 33 must be in \[1, 32\] \(video length \(up to 32"),
     (lambda d: d["settings"][0].update(masked="no"), r"masked = 'no' must be true or false"),
     (lambda d: d.update(prompts=[]), r"prompts: must be a non-empty list of strings"),
     (lambda d: d.update(seeds=[]), r"seeds: must be a non-empty list of integers"),

@@ -15,7 +15,8 @@ from vcd_core.embedding_io import Embedding
 from vcd_core.geometry import Box
 
 from .loading import Models
-from .pipeline import Progress, Sampling, check_frames, conditioning, decode_latents, encode_frames, sample_clip
+from .pipeline import (Progress, Sampling, check_clip_length, check_frames, conditioning, decode_latents, encode_frames,
+                       sample_clip)
 
 __all__ = ["FACE", "FaceResult", "detect_faces", "refine_face"]
 
@@ -48,6 +49,7 @@ def refine_face(models: Models, frames: torch.Tensor, prompt: str, *, masks: tor
                 settings: Sampling = FACE, callback: Progress | None = None) -> FaceResult:
     """Face VCD on ``[F, H, W, C]`` frames; ``masks`` (None: detected) say where the face is in each frame."""
     frames = check_frames(frames)
+    check_clip_length(models, len(frames))
     masks = face.masks_for_frames(masks, frames) if masks is not None else detect_faces(frames)
     plan = face.plan_crops(masks, crop_factor, crop_mode, guide_size, max_size)
     if plan is None:

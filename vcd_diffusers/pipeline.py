@@ -23,7 +23,8 @@ from vcd_core.text_encoder import MARKER
 from .loading import Models
 
 __all__ = ["SAMPLERS", "Sampling", "T2V", "Progress", "Denoiser", "initial_noise", "make_scheduler", "conditioning",
-           "encode_frames", "decode_latents", "video_denoiser", "sample_clip", "generate", "check_frames"]
+           "encode_frames", "decode_latents", "video_denoiser", "sample_clip", "generate", "check_frames",
+           "check_clip_length"]
 
 SAMPLERS = ("euler", "dpmpp_2m", "ddim")
 VAE_CHUNK = 4  # frames per VAE call: memory stays that of a few frames, whatever the clip length
@@ -87,6 +88,14 @@ def check_frames(frames: torch.Tensor, what: str = "frames") -> torch.Tensor:
         raise ValueError(f"{what}: expected frames [F, H, W, 1/3/4] (got shape {tuple(frames.shape)}).")
     frames = frames.float()
     return frames.expand(-1, -1, -1, 3) if frames.shape[-1] == 1 else frames[..., :3]
+
+
+def check_clip_length(models: Models, frames: int) -> None:
+    """Every frame of a clip goes through the motion module in one call: at most ``models.max_frames`` of them."""
+    if not 1 <= frames <= models.max_frames:
+        raise ValueError(f"frames must be 1 to {models.max_frames} (the motion module's position encoding covers "
+                         f"{models.max_frames}; got {frames}); split a longer clip, or refine it in ComfyUI with "
+                         "AnimateDiff-Evolved's context windows.")
 
 
 def conditioning(models: Models, prompt: str, negative: str = "",
@@ -201,9 +210,7 @@ def generate(models: Models, prompt: str, *, negative: str = "", identity: Embed
     scale = 2 ** (len(models.vae.config.block_out_channels) - 1)
     if height % scale or width % scale or height < scale or width < scale:
         raise ValueError(f"height and width must be positive multiples of {scale} (got {width}x{height}).")
-    if not 1 <= frames <= models.max_frames:
-        raise ValueError(f"frames must be 1 to {models.max_frames} (the motion module's position encoding covers "
-                         f"{models.max_frames}; got {frames}).")
+    check_clip_length(models, frames)
     if settings.denoise < 1.0:
         raise ValueError("generate samples from noise: denoise must be 1.")
     positive, negative_cond = conditioning(models, prompt, negative, identity)

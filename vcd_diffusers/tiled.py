@@ -15,8 +15,8 @@ from vcd_core.embedding_io import Embedding
 from vcd_core.tiling import LATENT_SCALE
 
 from .loading import Models
-from .pipeline import (Denoiser, Progress, Sampling, check_frames, conditioning, decode_latents, encode_frames,
-                       sample_clip)
+from .pipeline import (Denoiser, Progress, Sampling, check_clip_length, check_frames, conditioning, decode_latents,
+                       encode_frames, sample_clip)
 
 __all__ = ["TILED", "tiled_denoiser", "scaled_size", "resize_to", "tiled_refine", "upscale"]
 
@@ -53,6 +53,7 @@ def tiled_refine(models: Models, frames: torch.Tensor, prompt: str, *, negative:
     """Tiled VCD on ``[F, H, W, C]`` frames already upscaled: the same size back, details re-denoised."""
     tiling.check_tiling(tile_size, overlap, tile_batch)
     frames = check_frames(frames)
+    check_clip_length(models, len(frames))
     height, width = frames.shape[1:3]
     padded = tiling.pad_to_multiple(frames, LATENT_SCALE)  # cropped back after decoding
     positive, negative_cond = conditioning(models, prompt, negative, identity)
@@ -79,6 +80,7 @@ def upscale(models: Models, frames: torch.Tensor, prompt: str, *, scale: float =
     """Tiled VCD's upscale stage: ``frames`` resized by ``scale`` (the paper: 2x; through ``upscale_model`` first
     when given, from ``upscaler.load_upscale_model``), then ``tiled_refine``."""
     frames = check_frames(frames)
+    check_clip_length(models, len(frames))  # before the upscale model's minutes
     size = scaled_size(frames.shape[1], frames.shape[2], scale)
     if upscale_model is not None:
         from .upscaler import upscale_with_model

@@ -99,7 +99,7 @@ def _text(value: Any) -> str | None:
 SETTINGS: dict[str, Setting] = {
     "gamma": Setting(0.1, _number(0, 1), "T2V's 3D noise prior: correlation between frames (0 = i.i.d.)"),
     "stage": Setting("tiled", _choice(STAGES), "how far the pipeline goes: t2v, face (+Face VCD), tiled (+Tiled VCD)"),
-    "frames": Setting(16, _number(1, 1024, integer=True), "video length"),
+    "frames": Setting(16, _number(1, 32, integer=True), "video length (up to 32: SD1.5 motion modules' reach)"),
     "width": Setting(512, _multiple_of_8, "T2V width in pixels"),
     "height": Setting(512, _multiple_of_8, "T2V height in pixels"),
     "steps": Setting(20, _number(1, 1000, integer=True), "T2V sampling steps"),
