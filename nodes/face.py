@@ -14,8 +14,9 @@ from comfy_api.latest import io, ui
 
 from .inputs import checked
 from ..vcd_core import face, face_detect
+from ..vcd_core.geometry import Box
 from .channels import as_rgb
-from .model_folders import file_path, register
+from .model_folders import file_path, folder_name, register
 from .progress import send_preview_image
 from .ade import warn_if_prior_lost
 from .sampling import SamplingSettings, denoise_clip, sampler_inputs
@@ -29,19 +30,24 @@ def detector_options() -> list[str]:
     """The built-in Haar detector, then every YOLO face model in ``models/ultralytics/bbox``."""
     import folder_paths
 
-    register(YOLO_FOLDER, "ultralytics", "bbox")
+    register(YOLO_FOLDER)
     return [HAAR] + [f"yolo/{name}" for name in folder_paths.get_filename_list(YOLO_FOLDER)]
+
+
+def detect_boxes(images: torch.Tensor, detector: str) -> list[list[Box]]:
+    """Every face box of every frame from the chosen detector (the Haar cascade or a YOLO face model)."""
+    if detector == HAAR:
+        return face_detect.haar_faces(images)
+    if detector.startswith("yolo/"):
+        path = file_path(YOLO_FOLDER, detector[len("yolo/"):], "detector", "put the YOLO face model there.")
+        return face_detect.yolo_faces(images, path)
+    raise ValueError(f"detector must be {HAAR!r} or a 'yolo/<file>' from {folder_name(YOLO_FOLDER)} "
+                     f"(got {detector!r}).")
 
 
 def detect_masks(images: torch.Tensor, detector: str) -> torch.Tensor:
     """``[F, H, W]`` face masks (box-shaped, largest face per frame); empty frames stay in the batch."""
-    if detector == HAAR:
-        boxes = face_detect.haar_faces(images)
-    elif detector.startswith("yolo/"):
-        path = file_path(YOLO_FOLDER, detector[len("yolo/"):], "detector", "put the YOLO face model in models/ultralytics/bbox.")
-        boxes = face_detect.yolo_faces(images, path)
-    else:
-        raise ValueError(f"detector must be {HAAR!r} or a 'yolo/<file>' from models/ultralytics/bbox (got {detector!r}).")
+    boxes = detect_boxes(images, detector)
     return face_detect.boxes_to_masks(boxes, images.shape[1], images.shape[2], largest_only=True)
 
 

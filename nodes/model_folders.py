@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import os
 
+SUBFOLDERS = {"ultralytics_bbox": ("ultralytics", "bbox")}  # keys whose folder under models/ is not the key
 
-def register(key: str, *subpath: str) -> None:
-    """Make ``models/<subpath>`` a folder of ``key`` beside any that extra_model_paths.yaml names (idempotent)."""
+
+def folder_name(key: str) -> str:
+    """The folder of ``key`` as artists find it: ``models/ultralytics/bbox`` for ``ultralytics_bbox``."""
+    return "/".join(("models", *SUBFOLDERS.get(key, (key,))))
+
+
+def register(key: str) -> None:
+    """Make ``models/<folder>`` a folder of ``key`` beside any that extra_model_paths.yaml names (idempotent)."""
     import folder_paths
 
-    folder_paths.add_model_folder_path(key, os.path.join(folder_paths.models_dir, *(subpath or (key,))))
+    folder_paths.add_model_folder_path(key, os.path.join(folder_paths.models_dir, *SUBFOLDERS.get(key, (key,))))
 
 
 def hf_folders(key: str) -> list[str]:
@@ -37,7 +44,8 @@ def hf_folder_path(key: str, name: str, what: str) -> str:
         candidate = os.path.join(root, name)
         if os.path.dirname(os.path.normpath(candidate)) == os.path.normpath(root) and os.path.isdir(candidate):
             return candidate
-    raise FileNotFoundError(f"{what}: no folder {name!r} in models/{key}; put a Hugging Face copy of the model there.")
+    raise FileNotFoundError(f"{what}: no folder {name!r} in {folder_name(key)}; put a Hugging Face copy of the model "
+                            "there.")
 
 
 def file_path(key: str, name: str, what: str, hint: str) -> str:
@@ -47,7 +55,7 @@ def file_path(key: str, name: str, what: str, hint: str) -> str:
     register(key)
     path = folder_paths.get_full_path(key, name)
     if path is None:
-        raise FileNotFoundError(f"{what}: {name!r} is not in models/{key}; {hint}")
+        raise FileNotFoundError(f"{what}: {name!r} is not in {folder_name(key)}; {hint}")
     return path
 
 

@@ -7,25 +7,13 @@ import logging
 import torch
 from comfy_api.latest import io, ui
 
-from ..vcd_core import face_detect, preview, tracks
-from ..vcd_core.geometry import Box
+from ..vcd_core import preview, tracks
 from .channels import as_rgb
-from .face import HAAR, YOLO_FOLDER, detector_options
+from .face import HAAR, detect_boxes, detector_options
 from .inputs import checked
-from .model_folders import file_path
 
 ORDERS = ["left_to_right", "first_seen"]
 log = logging.getLogger("vcd")
-
-
-def detect_boxes(images: torch.Tensor, detector: str) -> list[list[Box]]:
-    """Every face box of every frame from the chosen detector (the Haar cascade or a YOLO face model)."""
-    if detector == HAAR:
-        return face_detect.haar_faces(images)
-    if detector.startswith("yolo/"):
-        path = file_path(YOLO_FOLDER, detector[len("yolo/"):], "detector", "put the YOLO face model in models/ultralytics/bbox.")
-        return face_detect.yolo_faces(images, path)
-    raise ValueError(f"detector must be {HAAR!r} or a 'yolo/<file>' from models/ultralytics/bbox (got {detector!r}).")
 
 
 def describe(found: list[tracks.Track]) -> str:

@@ -195,3 +195,26 @@ def test_training_gets_the_model_without_animatediff(inproc, helpers):
     assert "ADE" not in plain.additional_models and "model_sampling" not in plain.object_patches
     assert plain.object_patches["kept"] == 1
     assert "ADE" in model.injections and "ADE" in model.additional_models and "model_sampling" in model.object_patches
+
+
+def test_yolo_models_are_found_and_missed_in_models_ultralytics_bbox(inproc, helpers, tmp_path, monkeypatch):
+    """Impact Pack's folder: a YOLO file there is listed for Face Detect and Face Tracks alike; a missing one is an
+    error naming models/ultralytics/bbox (not the key), and no models/ultralytics_bbox is ever searched."""
+    import folder_paths
+
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "ultralytics_bbox", ([], set()))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+    (tmp_path / "ultralytics" / "bbox").mkdir(parents=True)
+    (tmp_path / "ultralytics" / "bbox" / "face_yolov8m.pt").write_bytes(b"weights")
+    assert helpers.face.detector_options() == ["opencv_haar", "yolo/face_yolov8m.pt"]
+    frames = torch.zeros(1, 32, 32, 3)
+    for detect in (helpers.face.detect_masks, helpers.tracks.detect_boxes):
+        with pytest.raises(FileNotFoundError, match=r"^detector: 'gone.pt' is not in models/ultralytics/bbox; put the "
+                                                    r"YOLO face model there\.$"):
+            detect(frames, "yolo/gone.pt")
+        with pytest.raises(ValueError, match=r"detector must be 'opencv_haar' or a 'yolo/<file>' from "
+                                             r"models/ultralytics/bbox \(got 'mtcnn'\)"):
+            detect(frames, "mtcnn")
+    assert folder_paths.get_folder_paths("ultralytics_bbox") == [str(tmp_path / "ultralytics" / "bbox")]
+    assert helpers.model_folders.folder_name("sams") == "models/sams"
