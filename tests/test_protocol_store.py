@@ -122,3 +122,21 @@ def test_one_job_per_folder(plan, tmp_path):
         with pytest.raises(RuntimeError, match=rf"another vcd protocol is running on this folder \(pid {os.getpid()}"):
             run_protocol(plan, out, Counting(), trainer)
     run_protocol(plan, out, Counting(), trainer)
+
+
+def test_the_command_says_a_failed_run_in_two_lines_and_vcd_debug_adds_the_traceback(tmp_path, monkeypatch, capsys):
+    from vcd_diffusers import cli
+    from vcd_diffusers.protocol import runner
+
+    path = stand_in_plan(tmp_path, [{"gamma": 0.0}])
+    monkeypatch.setattr(runner, "run_video", Counting(fail_at=load_plan(path).runs[0].id))
+    monkeypatch.setattr(runner, "train_identity", trainer)
+    command = ["protocol", str(path), "--out", str(tmp_path / "out"), "--quiet"]
+    kept = ("The finished runs are kept: fix the cause and run the same command to go on.")
+    assert cli.main(command) == 1
+    assert capsys.readouterr().err.splitlines() == ["vcd protocol: error: out of memory", kept]
+    monkeypatch.setenv("VCD_DEBUG", "1")
+    assert cli.main(command) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "Traceback (most recent call last):" and err[-3:] == ["RuntimeError: out of memory",
+                                                                           "vcd protocol: error: out of memory", kept]

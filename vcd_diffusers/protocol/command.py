@@ -6,7 +6,9 @@ paths on every node (a shared filesystem)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from .. import cli
@@ -81,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
             print("vcd protocol: stopped; the finished runs are kept: run the same command to go on.", file=sys.stderr)
             return 130
         except Exception as error:  # a run failed: say which and how to go on
+            if os.environ.get("VCD_DEBUG") == "1":
+                traceback.print_exc()
             print(f"vcd protocol: error: {error}\nThe finished runs are kept: fix the cause and run the same command "
                   "to go on.", file=sys.stderr)
             return 1
