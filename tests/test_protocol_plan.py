@@ -188,3 +188,17 @@ def test_python_3_10_reads_plans_with_tomli(folder, monkeypatch):
     monkeypatch.setitem(sys.modules, spec.name, copy_310)
     spec.loader.exec_module(copy_310)
     assert copy_310.tomllib is tomllib and len(copy_310.load_plan(plan_with(folder)).runs) == 16
+
+
+def test_the_help_lists_every_setting_as_a_plan_writes_it(capsys):
+    import tomllib
+
+    from vcd_diffusers import cli
+    from vcd_diffusers.protocol.plan import SETTINGS
+
+    with pytest.raises(SystemExit):
+        cli.main(["protocol", "--help"])
+    text = capsys.readouterr().out.split("Settings ([defaults] or each [[settings]]")[1]
+    lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+    written = {key: value for line in lines for key, value in tomllib.loads(line.split(": ", 1)[0]).items()}
+    assert written == {key: s.default for key, s in SETTINGS.items()}  # each line's 'key = default' is valid TOML

@@ -6,6 +6,7 @@ paths on every node (a shared filesystem)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
@@ -14,7 +15,7 @@ from pathlib import Path
 from .. import cli
 from .executors import InProcess, RayTasks
 from .job import finished_records, run_protocol
-from .plan import load_plan
+from .plan import SETTINGS, load_plan
 from .report import write_report
 
 EXAMPLES = (
@@ -40,6 +41,8 @@ EXAMPLES = (
     "  gamma = 0.0\n"
     "  [[settings]]\n"
     "  gamma = 0.1\n"
+    "Settings ([defaults] or each [[settings]]; the paper's default after =):\n"
+    + "".join(f"  {key} = {json.dumps(setting.default)}: {setting.help}\n" for key, setting in SETTINGS.items())
 )
 
 
