@@ -193,8 +193,9 @@ def draw_augmentation(generator: torch.Generator) -> Augmentation:
 
 def apply_augmentation(image: torch.Tensor, mask: torch.Tensor, augmentation: Augmentation
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A square ``image`` ``[3, S, S]`` and its ``mask`` ``[1, S, S]`` seen through ``augmentation``: a point ``p``
-    of the (flipped) photo lands at ``scale * rotate(p, angle) + shift``; mid grey (mask 0) where no photo is."""
+    """A square ``image`` ``[3, S, S]`` and its ``mask`` ``[1, S, S]`` seen through ``augmentation``: a point of the
+    (flipped) photo is turned counter-clockwise on screen by ``angle`` about the centre, then scaled and shifted;
+    mid grey (mask 0) where no photo is."""
     if augmentation.flip:
         image, mask = image.flip(-1), mask.flip(-1)
     angle = math.radians(augmentation.angle)
@@ -223,13 +224,17 @@ def make_views(images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | No
             raise ValueError(f"mask {index} is {tuple(mask.shape)} but image {index} is {tuple(image.shape[-2:])}: "
                              "masks must match their images' size")
         square, square_mask = center_square(image.float(), size), center_square(mask.float()[None], size)
-        augmentations = [draw_augmentation(generator) for _ in range(views_per_image)] if augment else [None]
-        for augmentation in augmentations:
-            view, view_mask = apply_augmentation(square, square_mask, augmentation) if augmentation else (square,
-                                                                                                       square_mask)
+        if not augment:  # the photo itself, once
+            pixels.append(square)
+            view_masks.append(square_mask)
+            prefixes.append("")
+            continue
+        for _ in range(views_per_image):
+            augmentation = draw_augmentation(generator)
+            view, view_mask = apply_augmentation(square, square_mask, augmentation)
             pixels.append(view)
             view_masks.append(view_mask)
-            prefixes.append(augmentation.prefix if augmentation else "")
+            prefixes.append(augmentation.prefix)
     return Views(torch.stack(pixels), torch.stack(view_masks), prefixes)
 
 
