@@ -209,7 +209,7 @@ def test_yolo_models_are_found_and_missed_in_models_ultralytics_bbox(inproc, hel
     (tmp_path / "ultralytics" / "bbox" / "face_yolov8m.pt").write_bytes(b"weights")
     assert helpers.face.detector_options() == ["opencv_haar", "yolo/face_yolov8m.pt"]
     frames = torch.zeros(1, 32, 32, 3)
-    for detect in (helpers.face.detect_masks, helpers.tracks.detect_boxes):
+    for detect in (helpers.face.detect_masks, helpers.face.detect_boxes):  # Face Detect, Face Tracks
         with pytest.raises(FileNotFoundError, match=r"^detector: 'gone.pt' is not in models/ultralytics/bbox; put the "
                                                     r"YOLO face model there\.$"):
             detect(frames, "yolo/gone.pt")
