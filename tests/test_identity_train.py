@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from vcd_core import __version__, identity
+from vcd_core.embedding_io import fingerprint
 from vcd_core.identity import TrainConfig, TrainingDiverged, train_identity
 
 pytestmark = pytest.mark.host_independent  # no ComfyUI here: scripts/test.sh runs it on its first host only
@@ -236,6 +237,9 @@ def test_photos_hash_tells_photos_masks_and_sizes_apart():
     mixed = [photos[0], torch.rand(8, 4, 3, generator=generator)]
     assert identity.photos_hash(mixed, None) != identity.photos_hash(mixed[::-1], None)
     assert len(base) == len(identity.photos_hash(mixed, None)) > 8
+    # the format existing identity files carry: each batch's size, then its values (one tensor for a batch)
+    assert base == fingerprint(str((2, 6, 4, 3)), photos, str((2, 6, 4)), masks)
+    assert identity.photos_hash(mixed, None) == fingerprint(str((6, 4, 3)), mixed[0], str((8, 4, 3)), mixed[1])
 
 
 def test_a_training_request_and_its_file_metadata():

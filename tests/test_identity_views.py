@@ -86,6 +86,15 @@ def test_zoomed_out_the_frame_is_mid_grey_and_the_mask_empty_where_no_photo_is()
     torch.testing.assert_close(mask[:, inside, inside], torch.ones(1, S // 2 - 2, S // 2 - 2), rtol=0, atol=1e-6)
 
 
+def test_views_stay_in_range_whatever_the_photo_holds():
+    """A photo or mask with values outside [0, 1] (an HDR image, a soft mask summed twice) gives views in [0, 1]."""
+    image = torch.linspace(-1, 2, S * S).reshape(1, S, S).expand(3, S, S)
+    for augmentation in (Augmentation(False, 0.0), Augmentation(True, 20.0, 0.7, (0.1, 0.0))):
+        view, mask = apply_augmentation(image, image[:1] * 2, augmentation)
+        assert float(view.min()) == 0.0 and float(view.max()) == 1.0
+        assert float(mask.min()) == 0.0 and float(mask.max()) == 1.0
+
+
 def test_image_and_mask_move_together_in_every_drawn_view():
     """Channel 0 is the mask and channel 1 is white: the warp is linear, so for any view
     image[0] = mask - image[1] + 1 exactly where the mask and image went through the same flip and warp."""
@@ -97,19 +106,22 @@ def test_image_and_mask_move_together_in_every_drawn_view():
         torch.testing.assert_close(view[0], view_mask[0] - view[1] + 1, rtol=0, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def draws() -> list[Augmentation]:
+def many_draws() -> list[Augmentation]:
+    """6000 draws (a fraction of a second), made inside each test that uses them: mutation testing counts only the
+    calls a test makes itself, never a shared fixture's."""
     generator = torch.Generator().manual_seed(7)
     return [draw_augmentation(generator) for _ in range(6000)]
 
 
-def test_flip_and_rotation_follow_the_paper(draws):
+def test_flip_and_rotation_follow_the_paper():
+    draws = many_draws()
     assert sum(a.flip for a in draws) / len(draws) == pytest.approx(0.5, abs=0.03)
     angles = np.array([a.angle for a in draws])
     assert abs(angles.mean()) < 0.5 and angles.std() == pytest.approx(10.0, abs=0.35)  # N(0, 10 deg)
 
 
-def test_a_third_each_of_no_zoom_zoom_out_and_zoom_in(draws):
+def test_a_third_each_of_no_zoom_zoom_out_and_zoom_in():
+    draws = many_draws()
     none = [a for a in draws if a.prefix == ""]
     out = [a for a in draws if a.prefix in identity.ZOOM_OUT_PREFIXES]
     zoom_in = [a for a in draws if a.prefix in identity.ZOOM_IN_PREFIXES]
@@ -123,7 +135,8 @@ def test_a_third_each_of_no_zoom_zoom_out_and_zoom_in(draws):
 
 
 @pytest.mark.parametrize("kind, low, high", [("out", 0.5, 0.9), ("in", 1 / 0.9, 1 / 0.6)])
-def test_zoom_scales_and_shifts_cover_their_range_and_stay_in_frame(draws, kind, low, high):
+def test_zoom_scales_and_shifts_cover_their_range_and_stay_in_frame(kind, low, high):
+    draws = many_draws()
     prefixes = identity.ZOOM_OUT_PREFIXES if kind == "out" else identity.ZOOM_IN_PREFIXES
     group = [a for a in draws if a.prefix in prefixes]
     scales = np.array([a.scale for a in group])

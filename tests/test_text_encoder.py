@@ -29,11 +29,11 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def clip():
-    """A seeded 2-layer CLIP text model with the real vocabulary (what an SD1.5 checkpoint holds, 32 wide)."""
+    """A seeded 3-layer CLIP text model with the real vocabulary (what an SD1.5 checkpoint holds, 32 wide)."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
-    config = CLIPTextConfig(vocab_size=VOCAB, hidden_size=WIDTH, intermediate_size=37, num_hidden_layers=2,
+    config = CLIPTextConfig(vocab_size=VOCAB, hidden_size=WIDTH, intermediate_size=37, num_hidden_layers=3,
                             num_attention_heads=HEADS, max_position_embeddings=MAX_LENGTH, hidden_act="quick_gelu",
                             bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
     return CLIPTextModel(config).eval().requires_grad_(False)
@@ -69,6 +69,7 @@ def test_placeholder_lookup_reads_vectors_past_the_vocabulary():
     assert torch.equal(lookup(torch.tensor([[2, 0]])), table[[2, 0]][None])  # no placeholder in the prompt
     lookup.vectors = ()
     assert torch.equal(lookup(torch.tensor([[1, 2]])), table[[1, 2]][None])
+    assert torch.equal(lookup(torch.tensor([[4, 1]])), table[[3, 1]][None])  # no vectors set: the last row, no error
     assert list(lookup.parameters()) == [] and "table" not in lookup.state_dict()  # frozen, never saved
 
 
@@ -91,7 +92,7 @@ def test_a_checkpoint_clip_loads_with_its_sizes_and_outputs(clip):
     loaded = clip_text_model_from_state_dict(checkpoint_keys(clip), num_heads=HEADS)
     config = loaded.config
     assert (config.vocab_size, config.hidden_size, config.intermediate_size, config.num_hidden_layers,
-            config.max_position_embeddings) == (VOCAB, WIDTH, 37, 2, MAX_LENGTH)
+            config.max_position_embeddings) == (VOCAB, WIDTH, 37, 3, MAX_LENGTH)
     assert (config.hidden_act, config.eos_token_id, config.bos_token_id) == ("quick_gelu", 49407, 49406)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     ids = torch.tensor([[49406, 320, 1125, 49407, 49407]])
@@ -101,6 +102,22 @@ def test_a_checkpoint_clip_loads_with_its_sizes_and_outputs(clip):
     other_prefix["unrelated.text_model.weight"] = torch.zeros(1)  # another model's keys are not read
     torch.testing.assert_close(clip_text_model_from_state_dict(other_prefix, num_heads=HEADS)(input_ids=ids)
                                .pooler_output, clip(input_ids=ids).pooler_output, rtol=0, atol=0)
+
+
+def test_sizes_come_from_the_weights_and_heads_default_to_clip_l():
+    """Another vocabulary, width, depth and context than CLIP-L's: each read from the tensors; 12 heads unless told."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(1)
+    other = CLIPTextModel(CLIPTextConfig(vocab_size=1000, hidden_size=24, intermediate_size=30, num_hidden_layers=1,
+                                         num_attention_heads=12, max_position_embeddings=80)).eval()
+    loaded = clip_text_model_from_state_dict(checkpoint_keys(other))
+    config = loaded.config
+    assert (config.vocab_size, config.hidden_size, config.intermediate_size, config.num_hidden_layers,
+            config.max_position_embeddings, config.num_attention_heads) == (1000, 24, 30, 1, 80, 12)
+    ids = torch.tensor([[5, 999, 7]])
+    torch.testing.assert_close(loaded(input_ids=ids).last_hidden_state, other(input_ids=ids).last_hidden_state,
+                               rtol=0, atol=1e-6)
 
 
 def test_a_half_precision_checkpoint_loads_in_float32(clip):
@@ -166,7 +183,7 @@ def test_conditioning_equals_the_model_with_the_identity_appended(clip, tokenize
     if layer_idx is None:
         expected = out.last_hidden_state
     else:
-        expected = text_transformer(reference).final_layer_norm(out.hidden_states[layer_idx % 2 + 1])
+        expected = text_transformer(reference).final_layer_norm(out.hidden_states[layer_idx % 3 + 1])
     torch.testing.assert_close(cond, expected, rtol=1e-5, atol=1e-5)
     first_end = (ids == 49407).int().argmax(-1)
     torch.testing.assert_close(pooled, out.last_hidden_state[torch.arange(len(PROMPTS)), first_end], rtol=1e-5,
