@@ -16,6 +16,7 @@ from .inputs import checked
 from ..vcd_core import face, face_detect
 from ..vcd_core.geometry import Box
 from .channels import as_rgb
+from .conditioning import WHOLE_FRAME, refuse_whole_frame
 from .model_folders import file_path, folder_name, register
 from .progress import send_preview_image
 from .ade import warn_if_prior_lost
@@ -145,6 +146,8 @@ class VCDFaceRefine(io.ComfyNode):
     def execute(cls, model, positive, negative, vae, image: torch.Tensor, crop_factor: float, guide_size: int,
                 max_size: int, denoise: float, steps: int, cfg: float, sampler_name: str, scheduler: str, seed: int,
                 gamma: float, feather: int, crop_mode: str, detector: str, mask: torch.Tensor | None = None) -> io.NodeOutput:
+        refuse_whole_frame({"positive": positive, "negative": negative}, "VCD Face Refine", "the face's crop window",
+                           tuple(WHOLE_FRAME))
         settings = SamplingSettings(seed, steps, cfg, sampler_name, scheduler, denoise, gamma)
         image = as_rgb(image, "image")
         masks = face.masks_for_frames(mask, image) if mask is not None else detect_masks(image, detector)

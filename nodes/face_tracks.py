@@ -20,6 +20,7 @@ from comfy_api.latest import io, ui
 from ..vcd_core import face, preview
 from .ade import warn_if_prior_lost
 from .channels import as_rgb
+from .conditioning import WHOLE_FRAME, refuse_whole_frame
 from .face import crop_denoiser, outside_warning, refine_inputs
 from .inputs import checked, single
 from .noise import SEED_MAX
@@ -107,6 +108,8 @@ class VCDFaceRefineTracks(io.ComfyNode):
     def refine(cls, model, negative, vae, image: torch.Tensor, track_masks: list[torch.Tensor], positives: list[Any],
                crop_factor: float, guide_size: int, max_size: int, denoise: float, steps: int, cfg: float,
                sampler_name: str, scheduler: str, seed: int, gamma: float, feather: int, crop_mode: str) -> io.NodeOutput:
+        refuse_whole_frame({"negative": negative, **{positive_name(k): p for k, p in enumerate(positives)}}, NAME,
+                           "each face's crop window", tuple(WHOLE_FRAME))
         settings = SamplingSettings(seed, steps, cfg, sampler_name, scheduler, denoise, gamma)
         image = as_rgb(image, "image")
         masks = [face.masks_for_frames(m, image, f"track_masks (track {k})") for k, m in enumerate(track_masks)]

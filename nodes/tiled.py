@@ -13,6 +13,7 @@ from ..vcd_core.geometry import Box
 from ..vcd_core.tiling import LATENT_SCALE, check_tiling, pixel_plan
 from .ade import warn_if_prior_lost
 from .channels import as_rgb
+from .conditioning import refuse_whole_frame
 from .progress import send_preview_image
 from .sampling import SamplingSettings, denoise_clip, sampler_inputs
 
@@ -49,14 +50,11 @@ def tiling_wrapper(tile: int, overlap: int, tile_batch: int):
 
 
 def check_conditioning(model, positive: list, negative: list) -> None:
-    """Refuse what cannot be cut into tiles: area conditioning and an inpainting model's whole-frame inputs."""
-    for name, conditioning in (("positive", positive), ("negative", negative)):
-        for _, values in conditioning:
-            if "area" in values or values.get("set_area_to_bounds"):
-                raise ValueError(
-                    f"{name}: area conditioning (Conditioning (Set Area), or Conditioning (Set Mask) with "
-                    f"set_area_to_bounds) cannot be cut into tiles. Use Conditioning (Set Mask) with "
-                    f"set_area_to_bounds off (Tiled Refine cuts masks per tile), or area conditioning only in T2V.")
+    """Refuse what cannot be cut into tiles: whole-frame conditioning (masks are cut per tile, areas and hints are
+    not) and an inpainting model's whole-frame inputs."""
+    refuse_whole_frame({"positive": positive, "negative": negative}, "VCD Tiled Refine", "one tile at a time",
+                       ("area", "set_area_to_bounds", "control", "gligen"),
+                       " Conditioning (Set Mask) with set_cond_area 'default' works here: its mask is cut per tile.")
     if getattr(getattr(model, "model", None), "concat_keys", ()):
         raise ValueError("model: an inpainting model takes whole-frame image inputs that cannot be cut into tiles; "
                          "connect the MODEL of a regular (non-inpainting) SD1.5 checkpoint.")

@@ -170,6 +170,9 @@ def test_an_empty_track_needs_no_identity_and_no_face_leaves_the_frames(refine_t
     pytest.param(dict(positives=[identity(0.25), None]), r"track\(s\) \[1\] have no identity conditioning: wire positive_2",
                  id="one-identity-two-tracks"),
     pytest.param(dict(positives=[None, None]), r"track\(s\) \[0, 1\] .* wire positive_1, positive_2", id="no-identity"),
+    pytest.param(dict(positives=[identity(0.25), [[c, {**v, "mask": torch.ones(1, 64, 128)}] for c, v in identity(-0.5)]]),
+                 r"^VCD Face Refine Tracks: positive_2 carries a conditioning mask .*; VCD Face Refine Tracks samples "
+                 r"each face's crop window, where it would land stretched", id="regional-positive"),
     pytest.param(dict(masks="frames"), r"track_masks \(track 1\) has 2 frames but image has 4", id="mask-frames"),
     pytest.param(dict(masks="size"), r"track_masks \(track 0\) is 64x32 but the frames are 128x64", id="mask-size"),
     pytest.param(dict(masks="five"), r"5 tracks with faces up to track 4, but at most 4 identities", id="five-tracks"),

@@ -211,8 +211,45 @@ def test_each_tile_call_gets_the_conditioning_masks_cut_to_its_tiles(parts, tile
     assert seen == [None] * (2 // tile_batch)
 
 
-def test_tiled_refine_refuses_area_conditioning_naming_the_input(parts):
+def _set_area(conditioning):
+    import nodes as core_nodes  # ComfyUI's own Conditioning (Set Area)
+    return core_nodes.ConditioningSetArea().append(conditioning, 32, 32, 0, 0, 1.0)[0]
+
+
+def _with_control(conditioning):
+    """What Apply ControlNet leaves on each entry: a ``control`` object holding the whole-frame hint."""
+    return [[c, {**values, "control": object(), "control_apply_to_uncond": False}] for c, values in conditioning]
+
+
+WHOLE_FRAME = {
+    "bounded mask": (lambda c: _set_mask(c, torch.ones(1, 64, 64), set_cond_area="mask bounds"),
+                     r"a mask with set_area_to_bounds \(Conditioning \(Set Mask\), set_cond_area 'mask bounds'\)"),
+    "area": (_set_area, r"area conditioning \(Conditioning \(Set Area\)\)"),
+    "controlnet": (_with_control, r"a ControlNet or T2I-Adapter \(Apply ControlNet\)"),
+    "mask": (lambda c: _set_mask(c, torch.ones(1, 64, 64)), r"a conditioning mask \(Conditioning \(Set Mask\), VCD Regional Identity\)"),
+}
+
+
+@pytest.mark.parametrize("kind", ["bounded mask", "area", "controlnet"])
+def test_tiled_refine_refuses_whole_frame_conditioning_naming_the_input(parts, kind):
+    change, what = WHOLE_FRAME[kind]
     frames = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(8))
-    bounded = {**parts, "negative": _set_mask(parts["negative"], torch.ones(1, 64, 64), set_cond_area="mask bounds")}
-    with pytest.raises(ValueError, match=r"^negative: area conditioning .* set_area_to_bounds off"):
-        tiled_refine(bounded, frames)
+    with pytest.raises(ValueError, match=rf"^VCD Tiled Refine: negative carries {what}, laid out on the whole frame; "
+                                         r"VCD Tiled Refine samples one tile at a time, where it would land stretched\. "
+                                         r"Connect negative without it .* set_cond_area 'default' works here"):
+        tiled_refine({**parts, "negative": change(parts["negative"])}, frames)
+
+
+@pytest.mark.parametrize("kind", ["bounded mask", "area", "controlnet", "mask"])
+def test_face_refine_refuses_whole_frame_conditioning_naming_the_input(parts, face_refine, astronaut_frames, kind):
+    change, what = WHOLE_FRAME[kind]
+    positive = parts["positive"]
+    parts["positive"] = change(positive)
+    try:
+        with pytest.raises(ValueError, match=rf"^VCD Face Refine: positive carries {what}, laid out on the whole "
+                                             r"frame; VCD Face Refine samples the face's crop window, where it would "
+                                             r"land stretched\. Connect positive without it \(e\.g\. straight from "
+                                             r"the text encode\); use it in the T2V sampler\.$"):
+            face_refine(astronaut_frames)
+    finally:
+        parts["positive"] = positive
