@@ -141,3 +141,43 @@ def test_weights_with_no_place_are_refused_by_name(original):
     with pytest.raises(ValueError, match=r"^unexpected weight 'head\.weight': not an original GroundingDINO "
                                          r"checkpoint \(or a variant transformers' GroundingDINO cannot hold\)\.$"):
         gdo.to_hf_state_dict({**state, "head.weight": torch.zeros(1)})
+
+
+def test_a_cfg_is_read_never_run(tmp_path):
+    marker = tmp_path / "ran"
+    code = tmp_path / "code.cfg.py"
+    code.write_text(f"hidden_dim = 256\nopen({str(marker)!r}, 'w').write('x')\n")
+    shown = repr(f"open({str(marker)!r}, 'w').write('x')"[:60])  # the line's first 60 characters
+    with pytest.raises(ValueError, match=r"^code.cfg.py line 2: only `name = literal` lines are read from a "
+                                         r"GroundingDINO \.cfg\.py, and this one holds code \(" + re.escape(shown) +
+                                         r"\); it is not run\. Use the original config file\.$"):
+        gdo.read_cfg(code)
+    broken = tmp_path / "broken.cfg.py"
+    broken.write_text("hidden_dim = (256\n")
+    with pytest.raises(ValueError, match=r"^broken.cfg.py is not a GroundingDINO \.cfg\.py \(line 1: .+\)$"):
+        gdo.read_cfg(broken)
+    assert not marker.exists()
+    (tmp_path / "ok.cfg.py").write_text("hidden_dim = 256\nreturn_interm_indices = [1, 2, 3]\nname = 'x'\n")
+    assert gdo.read_cfg(tmp_path / "ok.cfg.py") == {"hidden_dim": 256, "return_interm_indices": [1, 2, 3], "name": "x"}
+
+
+def test_a_cfg_of_another_release_is_named(original):
+    cfg, state, text = parts(original)
+    with pytest.raises(ValueError, match=r"^x.cfg.py says swin_T_224_1k \(96, \(2, 2, 6, 2\), \(3, 6, 12, 24\), 7\) "
+                                         r"but the checkpoint's Swin is \(\d+, \(1, 1, 2, 1\), \(1, 1, 2, 2\), \d+\) "
+                                         r"\(embed_dim, depths, heads, window\): the \.cfg\.py belongs to another "
+                                         r"checkpoint \(SwinT: GroundingDINO_SwinT_OGC\.cfg\.py, SwinB: "
+                                         r"GroundingDINO_SwinB\.cfg\.py\)\.$"):
+        gdo.hf_config({**cfg, "backbone": "swin_T_224_1k"}, state, text, "x.cfg.py")
+
+
+def test_a_checkpoint_missing_weights_is_named_with_them(original, tmp_path):
+    import shutil
+
+    state = torch.load(original[1], map_location="cpu", weights_only=True)["model"]
+    checkpoint = tmp_path / "tiny_ogc.pth"
+    torch.save({"model": {k: v for k, v in state.items() if k != "transformer.level_embed"}}, checkpoint)
+    shutil.copy(original[1].with_name("tiny_ogc.cfg.py"), tmp_path)
+    with pytest.raises(ValueError, match=r"^tiny_ogc.pth with tiny_ogc.cfg.py does not fill transformers' "
+                                         r"GroundingDINO: \{'missing_keys': \['model.level_embed'\]\}$"):
+        gdo.load_original(checkpoint, original[2])
