@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import re
 import math
 import os
 import time
@@ -37,6 +38,7 @@ LOSS_WINDOW = 10  # steps in the running loss shown while training and drawn on 
 PREVIEW_SECONDS = 2.0  # the live loss curve and time left are sent at the first and last step and this often between
 PREVIEW_POINTS = 500  # steps drawn on the live curve at most (the plot is about that many pixels wide)
 log = logging.getLogger("vcd")
+PROMPT_BREAKING = re.compile(r"[\s(),:\\]+")  # what core's prompt parser splits or weighs at
 
 
 def target_folder() -> str:
@@ -292,7 +294,14 @@ class VCDLoadIdentity(io.ComfyNode):
         name = os.path.splitext(embedding)[0].replace(os.sep, "/")
         text = identity.snippet(name, class_word.strip() or loaded.metadata.get("class_word", ""))
         details = "\n".join(f"{k}: {v}" for k, v in sorted(loaded.metadata.items()))
-        return io.NodeOutput(text, loaded, ui=ui.PreviewText(f"{text}\n{loaded.tokens} tokens x {loaded.width}\n{details}"))
+        note = ""
+        if PROMPT_BREAKING.search(name):
+            note = (f"VCD Load Identity: the file name {name!r} holds a space or one of ( ) , : \\, which a core "
+                    "prompt cannot carry after 'embedding:' (core would ignore the identity): rename the file (e.g. "
+                    f"{PROMPT_BREAKING.sub('_', name)!r}) or use the identity output with VCD Identity Text Encode.\n")
+            log.warning(note.strip())
+        return io.NodeOutput(text, loaded,
+                             ui=ui.PreviewText(f"{note}{text}\n{loaded.tokens} tokens x {loaded.width}\n{details}"))
 
 
 class VCDIdentityEncode(io.ComfyNode):

@@ -581,6 +581,27 @@ def test_load_identity_reads_ours_and_checks_width(inproc, embeddings_dir):
         load(inproc, "missing.pt")
 
 
+def test_a_name_core_prompts_cannot_carry_is_warned_about(inproc, embeddings_dir, caplog):
+    """Core's prompt parser splits 'embedding:my face' at the space (and reads brackets as weights), so the snippet
+    would silently lose the identity: Load Identity says so and suggests a name; a plain name gets no warning."""
+    written = embedding_io.write_embedding(embeddings_dir, "ann", embedding_io.Embedding(torch.ones(4, 768)))
+    shutil.copy(written, embeddings_dir / "my face.safetensors")  # renamed by hand: the pack never writes such names
+    clip = inproc.tiny.tiny_clip(0, embedding_directory=(str(embeddings_dir),))
+    with caplog.at_level("WARNING"):
+        out = load(inproc, "my face.safetensors", class_word="woman")
+        clip.tokenize(out.result[0])  # what core CLIPTextEncode does with the snippet
+    assert out.result[0] == "embedding:my face woman"
+    assert re.search(r"embedding:my( face woman)? does not exist, ignoring", caplog.text)  # core loses the identity
+    assert ("VCD Load Identity: the file name 'my face' holds a space or one of ( ) , : \\, which a core prompt "
+            "cannot carry after 'embedding:' (core would ignore the identity): rename the file (e.g. 'my_face') or "
+            "use the identity output with VCD Identity Text Encode.") in caplog.text
+    assert out.ui.as_dict()["text"][0].startswith("VCD Load Identity: the file name 'my face'")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        plain = load(inproc, "ann.safetensors", class_word="woman")
+    assert "VCD Load Identity" not in caplog.text and plain.ui.as_dict()["text"][0].startswith("embedding:ann woman")
+
+
 @pytest.mark.parametrize("name, tokens", [("ironman", 4), ("mona", 4), ("emotion-smile", None)])
 def test_load_identity_reads_the_authors_files(inproc, embeddings_dir, shared_dir, name, tokens):
     shutil.copy(shared_dir / "data" / "magic-me-embeddings" / f"{name}.pt", embeddings_dir)
