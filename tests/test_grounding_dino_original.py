@@ -181,3 +181,16 @@ def test_a_checkpoint_missing_weights_is_named_with_them(original, tmp_path):
     with pytest.raises(ValueError, match=r"^tiny_ogc.pth with tiny_ogc.cfg.py does not fill transformers' "
                                          r"GroundingDINO: \{'missing_keys': \['model.level_embed'\]\}$"):
         gdo.load_original(checkpoint, original[2])
+
+
+def test_a_bert_folder_holding_another_model_is_named(original, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "bert-base-uncased"
+    shutil.copytree(original[2], folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(folder))} holds a 'roberta' config, not BERT: put "
+                                         r"bert-base-uncased's config.json and vocab.txt \(or tokenizer.json\) there"):
+        gdo.load_original(original[1], folder)
