@@ -21,8 +21,12 @@ def check_value(node: str, spec: io.Input, value: Any) -> None:
     name = spec.id
     if isinstance(spec, io.Combo.Input):
         if value not in spec.options:
-            shown = ", ".join(map(str, spec.options[:12])) + (" ..." if len(spec.options) > 12 else "")
-            raise ValueError(f"{node}: {name} {value!r} is not one of the choices ({shown}). Pick one from the list.")
+            shown = ", ".join(map(str, spec.options[:12])) + (" ..." if len(spec.options) > 12 else "") or "none yet"
+            tip = spec.tooltip or ""  # a model list's tooltip starts with its folder: say where the file goes
+            where = f" {name} is read from {tip.rstrip('.')}: put the file there and reload the page." \
+                if tip.startswith("models/") else ""
+            raise ValueError(f"{node}: {name} {value!r} is not one of the choices ({shown}). Pick one from the "
+                             f"list.{where}")
         return
     if not isinstance(spec, (io.Int.Input, io.Float.Input)):
         return

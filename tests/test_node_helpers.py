@@ -57,6 +57,12 @@ def test_choices_are_checked_and_listed(helpers, io):
         check("Node", twelve, "x")
     with pytest.raises(ValueError, match=r"choices \(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 \.\.\.\)\. Pick"):
         check("Node", thirteen, "x")
+    models = io.Combo.Input("sam_model", options=[], tooltip="models/sams: an original SAM .pth checkpoint.")
+    with pytest.raises(ValueError) as refused:
+        check("Node", models, "sam_vit_b_01ec64.pth")  # a shared workflow opened before the model is downloaded
+    assert str(refused.value) == ("Node: sam_model 'sam_vit_b_01ec64.pth' is not one of the choices (none yet). Pick "
+                                  "one from the list. sam_model is read from models/sams: an original SAM .pth "
+                                  "checkpoint: put the file there and reload the page.")
 
 
 def test_checked_checks_the_keyword_inputs_of_its_schema_then_runs(helpers, io):

@@ -100,7 +100,9 @@ def test_damaged_or_unsafe_sam_files_are_named_errors(tmp_path):
 @pytest.mark.parametrize("overrides, error, message", [
     (dict(prompt="  "), ValueError, "prompt"),
     (dict(grounding_dino_model="nothing-here"), ValueError, "grounding_dino_model 'nothing-here' is not one of"),
-    (dict(sam_model="sam_vit_h_4b8939.pth"), ValueError, "sam_model 'sam_vit_h_4b8939.pth' is not one of"),
+    (dict(sam_model="sam_vit_h_4b8939.pth"), ValueError, r"sam_model 'sam_vit_h_4b8939.pth' is not one of .* "
+                                                         r"sam_model is read from models/sams: an original SAM \.pth "
+                                                         r"checkpoint: put the file there and reload the page\.$"),
     (dict(box_mode="all"), ValueError, "box_mode"),
 ])
 def test_bad_inputs_get_clear_errors(inproc, model_dirs, images, overrides, error, message):
