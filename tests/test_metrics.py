@@ -110,6 +110,13 @@ def test_arcface_bad_models_are_named(tmp_path):
     te.export_onnx(torch.nn.Linear(8, 4), (1, 8), tmp_path / "flat.onnx")
     with pytest.raises(ValueError, match="not face images"):
         encoders.load_arcface(tmp_path / "flat.onnx")
+    genderage = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 8, 8), torch.nn.Flatten(), torch.nn.Linear(4 * 12 * 12, 3))
+    te.export_onnx(genderage, (1, 3, 96, 96), tmp_path / "genderage.onnx")  # buffalo_l's other files: 96 or 192 px
+    with pytest.raises(ValueError, match=r"^ArcFace: genderage.onnx takes \[\['batch', 3, 96, 96\]\] and gives 1 "
+                                         r"output\(s\): not a face recognition model, which takes one \[N, 3, 112, "
+                                         r"112\] face crop and gives one embedding\. Pick insightface's recognition "
+                                         r"model \(e\.g\. buffalo_l/w600k_r50\.onnx"):
+        encoders.load_arcface(tmp_path / "genderage.onnx")
 
 
 @pytest.fixture(scope="module")

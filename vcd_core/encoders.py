@@ -164,7 +164,14 @@ def load_arcface(path: str | Path, batch_size: int = 16) -> ArcFace:
     except ImportError:
         raise ImportError("ArcFace: the face score needs onnxruntime (pip install onnxruntime); it is optional") from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    model_input = session.get_inputs()[0]
-    if len(model_input.shape) != 4 or model_input.shape[1] != 3:
-        raise ValueError(f"ArcFace: {path.name} takes {model_input.shape}, not face images [N, 3, H, W]")
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = inputs[0].shape
+    if len(shape) != 4 or shape[1] != 3:
+        raise ValueError(f"ArcFace: {path.name} takes {shape}, not face images [N, 3, H, W]")
+    if len(inputs) != 1 or len(outputs) != 1 or any(isinstance(side, int) and side != 112 for side in shape[2:]):
+        # insightface's packs hold detection, landmark and gender/age models beside the recognition one
+        raise ValueError(f"ArcFace: {path.name} takes {[i.shape for i in inputs]} and gives {len(outputs)} "
+                         "output(s): not a face recognition model, which takes one [N, 3, 112, 112] face crop and "
+                         "gives one embedding. Pick insightface's recognition model (e.g. buffalo_l/w600k_r50.onnx; "
+                         "the pack's other files detect faces, landmarks or gender and age).")
     return ArcFace(session, batch_size)
