@@ -84,6 +84,22 @@ def test_sam_size_is_read_from_the_weights(models):
     assert [block.window_size for block in encoder.blocks] == [14, 0]  # block 1 is the global-attention one
 
 
+def test_an_hq_sam_checkpoint_is_named(models, tmp_path):
+    """HQ-SAM's files (sam_hq_vit_*.pth) share SAM's encoder keys and add their own decoder tokens."""
+    state = torch.load(models[2], map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    torch.save({**state, "mask_decoder.hf_token.weight": torch.zeros(1, 32)}, tmp_path / "sam_hq_vit_b.pth")
+    with pytest.raises(ValueError, match=r"^sam_hq_vit_b\.pth is not an original SAM checkpoint \(an HQ-SAM "
+                                         r"checkpoint\): 1 unexpected weights \(e\.g\. \['mask_decoder\.hf_token\."
+                                         r"weight'\]\), 0 missing \(e\.g\. \[\]\)\. Use the original SAM release"):
+        segment.load_sam(tmp_path / "sam_hq_vit_b.pth")
+    cut = {k: v for k, v in state.items() if not k.startswith("prompt_encoder.")}
+    torch.save(cut, tmp_path / "cut_sam.pth")
+    with pytest.raises(ValueError, match=r"^cut_sam\.pth is not an original SAM checkpoint: 0 unexpected weights "
+                                         r"\(e\.g\. \[\]\), \d+ missing \(e\.g\. \['prompt_encoder\."):
+        segment.load_sam(tmp_path / "cut_sam.pth")
+
+
 def test_damaged_or_unsafe_sam_files_are_named_errors(tmp_path):
     (tmp_path / "cut.pth").write_bytes(b"")
     with pytest.raises(ValueError, match=r"^cut\.pth is not a readable checkpoint \(EOFError\)\. Use a released SAM "

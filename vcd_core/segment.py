@@ -107,6 +107,13 @@ def load_sam(path: str | os.PathLike, device: torch.device | str = "cpu"):
     grid = SAM_IMAGE_SIZE // SAM_PATCH
     global_blocks = [i for i in range(depth) if state[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0] == 2 * grid - 1]
     sam = _build_sam(embed_dim, depth, embed_dim // head_dim, global_blocks, checkpoint=None)
+    expected = set(sam.state_dict())
+    extra, missing = sorted(set(state) - expected), sorted(expected - set(state))
+    if extra or missing:  # e.g. HQ-SAM (sam_hq_vit_*.pth), which the segment-anything packs keep in models/sams too
+        kind = " (an HQ-SAM checkpoint)" if any(k.startswith("mask_decoder.hf_") for k in extra) else ""
+        raise ValueError(f"{path.name} is not an original SAM checkpoint{kind}: "
+                         f"{len(extra)} unexpected weights (e.g. {extra[:2]}), {len(missing)} missing (e.g. "
+                         f"{missing[:2]}). Use the original SAM release (e.g. sam_vit_b_01ec64.pth).")
     sam.load_state_dict(state)
     return SamPredictor(sam.to(device).eval())
 
