@@ -78,13 +78,17 @@ def checkpointed_blocks(model) -> list[torch.nn.Module]:
 
 
 def check_epsilon_model(model) -> None:
-    """Refuse a MODEL that does not predict epsilon (v-prediction, flow...), before any work is done."""
+    """Refuse a MODEL that does not predict epsilon (v-prediction, flow...) or takes more than the latent (an
+    inpainting checkpoint's mask and masked image), before any work is done."""
     import comfy.model_base
 
     model_type = getattr(model.model, "model_type", None)
     if model_type != comfy.model_base.ModelType.EPS:
         raise ValueError("model: identity training needs an SD1.5 epsilon-prediction checkpoint "
                          f"(this MODEL predicts {model_type or 'something else'}).")
+    if getattr(model.model, "concat_keys", ()):
+        raise ValueError("model: this is an inpainting checkpoint (its UNet also takes a mask and a masked image); "
+                         "train the identity on the regular SD1.5 checkpoint you generate with.")
 
 
 @contextlib.contextmanager

@@ -313,6 +313,17 @@ def test_other_model_families_are_refused(inproc, embeddings_dir, photos):
     assert not any(embeddings_dir.rglob("*"))
 
 
+def test_an_inpainting_checkpoint_is_refused_before_training(inproc, embeddings_dir, photos, monkeypatch):
+    """An SD1.5 inpainting MODEL predicts epsilon too, but its UNet takes the mask and masked image as well
+    (ComfyUI's ``concat_keys``): it would fail inside the UNet at step 1."""
+    model = inproc.tiny.tiny_model(0)
+    monkeypatch.setattr(model.model, "concat_keys", ("mask", "masked_image"), raising=False)
+    with pytest.raises(ValueError, match=r"^model: this is an inpainting checkpoint \(its UNet also takes a mask "
+                                         r"and a masked image\); train the identity on the regular SD1.5 checkpoint"):
+        train(inproc, inproc.tiny.tiny_clip(0), photos, model=model)
+    assert not any(embeddings_dir.rglob("*"))
+
+
 def test_model_family_is_checked_before_any_view_is_encoded(inproc, embeddings_dir, photos, monkeypatch):
     import comfy.model_base
 
