@@ -396,6 +396,8 @@ def test_exclusive_masks_clear_every_other_face_and_keep_soft_values():
     (torch.ones(3, 48, 32), r"^mask is 32x48 but the frames are 48x32: resize the mask to the frames\.$"),
     (torch.ones(3, 1, 32, 48), r"^mask has shape \(3, 1, 32, 48\): give a MASK batch \[frames, height, width\] \(or "
                                r"one \[height, width\] mask for all frames\)\.$"),
+    (torch.ones(32, 48).index_put_((torch.tensor([3]), torch.tensor([5])), torch.tensor(float("nan"))),
+     r"^mask holds NaN or infinite values: check the node that made it \(a mask is 0 to 1\)\.$"),
 ])
 def test_masks_for_frames_names_the_input_and_the_fix(mask, match):
     with pytest.raises(ValueError, match=match):

@@ -215,6 +215,8 @@ def test_usable_references_leave_out_photos_whose_mask_is_empty():
 @pytest.mark.parametrize("masks, message", [
     (torch.ones(2, 6, 4), r"^masks: 2 masks for 3 images; give one mask per image\.$"),
     (torch.ones(3, 6, 5), r"^masks are 5x6 but the images are 4x6: masks must match their images' size\.$"),
+    (torch.ones(3, 6, 4).index_put_((torch.tensor([2]), torch.tensor([0]), torch.tensor([1])), torch.tensor(float("inf"))),
+     r"^masks: mask\(s\) \[2\] hold NaN or infinite values: check the node that made them \(a mask is 0 to 1\)\.$"),
     (torch.zeros(3, 6, 4), r"^masks: every mask is empty, so there is nothing to learn; check the segmentation prompt "
                            r"or set Prompt Segment's if_none to 'full'\.$"),
 ])

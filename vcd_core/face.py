@@ -193,6 +193,8 @@ def masks_for_frames(mask: torch.Tensor, images: torch.Tensor, name: str = "mask
     if mask.shape[0] != images.shape[0]:
         raise ValueError(f"{name} has {mask.shape[0]} frames but image has {images.shape[0]}: give one mask per frame "
                          "(or one for all).")
+    if not bool(torch.isfinite(mask).all()):  # NaN would reach the noise mask and blacken the face
+        raise ValueError(f"{name} holds NaN or infinite values: check the node that made it (a mask is 0 to 1).")
     return mask.float()
 
 

@@ -94,6 +94,10 @@ def usable_references(images: Sequence[torch.Tensor], masks: torch.Tensor | Sequ
         if mask.shape[-2:] != image.shape[:2]:
             raise ValueError(f"masks are {mask.shape[-1]}x{mask.shape[-2]} but the images are "
                              f"{image.shape[1]}x{image.shape[0]}: masks must match their images' size.")
+    broken = [i for i, mask in enumerate(masks) if not bool(torch.isfinite(mask).all())]
+    if broken:
+        raise ValueError(f"masks: mask(s) {broken} hold NaN or infinite values: check the node that made them "
+                         "(a mask is 0 to 1).")
     empty = [i for i, mask in enumerate(masks) if float(mask.sum()) == 0.0]
     if len(empty) == len(photos):
         raise ValueError("masks: every mask is empty, so there is nothing to learn; check the segmentation prompt "
