@@ -1,6 +1,7 @@
 """vcd_core.files.write_atomic on its own: where the temp file lives, what is flushed, what a failure leaves, and
 that nothing is replaced unasked (the embedding, video and table writers all go through it)."""
 
+import json
 import os
 from pathlib import Path
 
@@ -87,3 +88,36 @@ def test_a_torch_file_that_is_not_a_checkpoint_names_torchs_reason(tmp_path):
     (tmp_path / "zip.pt").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ValueError, match=r"^zip\.pt is not a readable checkpoint \((?!NoneType)\w+: .+\)\. Copy it\.$"):
         files.load_tensors(tmp_path / "zip.pt", "Copy it.")
+
+
+def test_hugging_face_weights_that_never_arrived_are_named(tmp_path):
+    from vcd_core.files import check_weights_downloaded
+
+    folder = tmp_path / "dino-vits16"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"^DINO: .*dino-vits16 holds no weights \(model.safetensors or "
+                                                r"pytorch_model.bin\): download the model's files into it\.$"):
+        check_weights_downloaded(folder, "DINO")
+    (folder / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n")
+    with pytest.raises(ValueError, match=r"^DINO: model.safetensors in .*dino-vits16 is a git-lfs pointer, not the "
+                                         r"weights: the folder was cloned without git-lfs or its download stopped; "
+                                         r"fetch that file again \(git lfs pull, or from the model's page\)\.$"):
+        check_weights_downloaded(folder, "DINO")
+    (folder / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"model.safetensors in .* is empty: the folder was cloned"):
+        check_weights_downloaded(folder, "DINO")
+    (folder / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    check_weights_downloaded(folder, "DINO")  # any real file passes: reading it is the library's job
+
+
+def test_the_encoders_and_grounding_dino_check_their_weights_first(tmp_path):
+    from vcd_core import encoders, segment
+
+    for name, kind in (("dino", "vit"), ("clip", "clip"), ("gdino", "grounding-dino")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"model_type": kind}))
+        (tmp_path / name / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\n")
+    for load, name in ((encoders.load_dino, "dino"), (encoders.load_clip, "clip"), (segment.load_grounding_dino, "gdino")):
+        with pytest.raises(ValueError, match="is a git-lfs pointer, not the weights"):
+            load(tmp_path / name)

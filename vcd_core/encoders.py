@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .files import check_weights_downloaded
+
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -32,6 +34,7 @@ def _config(folder: str | Path, expected: tuple[str, ...], what: str) -> dict:
     config = json.loads(config_path.read_text())
     if config.get("model_type") not in expected:
         raise ValueError(f"{what}: {folder} holds a {config.get('model_type')!r} model, expected one of {expected}.")
+    check_weights_downloaded(folder, what)
     return config
 
 

@@ -13,7 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["exists_error", "load_tensors", "write_atomic"]
+__all__ = ["exists_error", "load_tensors", "write_atomic", "check_weights_downloaded"]
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+LFS_POINTER = b"version https://git-lfs"  # what a clone without git-lfs leaves in place of each weights file
 
 
 def exists_error(target: Path) -> FileExistsError:
@@ -103,3 +106,20 @@ def write_atomic(target: str | os.PathLike, write: Callable[[str], None], overwr
         if os.path.exists(temp):
             os.unlink(temp)
     return target
+
+
+def check_weights_downloaded(folder: str | os.PathLike, what: str) -> None:
+    """Refuse a Hugging Face folder whose weights are missing, empty or git-lfs pointers (cloned without git-lfs, or
+    a download cut short), naming the file, before a library fails on it with a header error."""
+    folder = Path(folder)
+    weights = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    if not weights:
+        raise FileNotFoundError(f"{what}: {folder} holds no weights (model.safetensors or pytorch_model.bin): "
+                                "download the model's files into it.")
+    for path in weights:
+        with path.open("rb") as file:
+            head = file.read(len(LFS_POINTER))
+        if not head or head == LFS_POINTER:
+            kind = "empty" if not head else "a git-lfs pointer, not the weights"
+            raise ValueError(f"{what}: {path.name} in {folder} is {kind}: the folder was cloned without git-lfs or "
+                             "its download stopped; fetch that file again (git lfs pull, or from the model's page).")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import load_tensors
+from .files import check_weights_downloaded, load_tensors
 
 __all__ = ["Detection", "load_grounding_dino", "detect", "load_sam", "segment_boxes", "prompt_masks"]
 
@@ -54,6 +54,7 @@ def load_grounding_dino(folder: str | os.PathLike, device: torch.device | str = 
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     if config.model_type != "grounding-dino":
         raise ValueError(f"{folder.name} holds a {config.model_type!r} model, not GroundingDINO")
+    check_weights_downloaded(folder, "GroundingDINO")
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     model = GroundingDinoForObjectDetection.from_pretrained(folder, local_files_only=True).to(device).eval()
     return model, processor
