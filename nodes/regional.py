@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..vcd_core import regions
 from .inputs import checked
+
+log = logging.getLogger("vcd")
 
 REGIONS = ["mask", "box"]
 BOX_SIDE = 512  # pixels of a box mask drawn without a latent to size it (ComfyUI resizes masks to the latent)
@@ -60,5 +64,12 @@ class VCDRegionalIdentity(io.ComfyNode):
         else:
             region_mask = regions.check_region_mask(mask, frames, frame_size)
         # What core's ConditioningSetMask sets: the model sees the whole frame, its result counts inside the mask.
-        return io.NodeOutput(node_helpers.conditioning_set_values(
-            conditioning, {"mask": region_mask, "set_area_to_bounds": False, "mask_strength": strength}))
+        out = node_helpers.conditioning_set_values(
+            conditioning, {"mask": region_mask, "set_area_to_bounds": False, "mask_strength": strength})
+        if latent is None and region == "mask" and region_mask.shape[0] > 1:
+            note = (f"VCD Regional Identity: latent is unwired, so the mask's {region_mask.shape[0]} frames are not "
+                    "checked against the clip (core cuts a longer mask to the clip's frames and fails on a shorter "
+                    "one); wire the latent you sample into 'latent'.")
+            log.warning(note)
+            return io.NodeOutput(out, ui=ui.PreviewText(note))
+        return io.NodeOutput(out)

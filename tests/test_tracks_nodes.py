@@ -75,6 +75,22 @@ def test_regional_identity_sets_the_mask_or_box_and_refuses_a_wrong_frame_count(
         node.execute(cond, **{**box, "region": "mask"})
 
 
+def test_regional_identity_warns_when_a_per_frame_mask_meets_no_latent(inproc, caplog):
+    node = inproc.pack.nodes.regional.VCDRegionalIdentity
+    cond = [[torch.zeros(1, 77, 768), {"pooled_output": None}]]
+    mask = dict(region="mask", strength=1.0, x=0.0, y=0.0, width=0.5, height=1.0)
+    with caplog.at_level("WARNING"):
+        unchecked = node.execute(cond, **mask, mask=torch.rand(24, 32, 64))
+        one_for_all = node.execute(cond, **mask, mask=torch.rand(1, 32, 64))
+        checked = node.execute(cond, **mask, mask=torch.rand(6, 32, 64), latent={"samples": torch.zeros(6, 4, 4, 8)})
+    expected = ("VCD Regional Identity: latent is unwired, so the mask's 24 frames are not checked against the clip "
+                "(core cuts a longer mask to the clip's frames and fails on a shorter one); wire the latent you "
+                "sample into 'latent'.")
+    assert caplog.text.count("VCD Regional Identity: latent is unwired") == 1 and expected in caplog.text
+    assert list(unchecked.ui.as_dict()["text"]) == [expected]
+    assert one_for_all.ui is None and checked.ui is None  # one mask serves any clip; a wired latent is checked
+
+
 def test_face_tracks_on_the_server(host):
     clip = two_faces()
     clip[0].save(host.input_dir / "two_faces.webp", save_all=True, append_images=clip[1:], lossless=True)
