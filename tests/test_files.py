@@ -109,6 +109,11 @@ def test_hugging_face_weights_that_never_arrived_are_named(tmp_path):
         check_weights_downloaded(folder, "DINO")
     (folder / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     check_weights_downloaded(folder, "DINO")  # any real file passes: reading it is the library's job
+    (folder / "pytorch_model.bin").write_text("version https://git-lfs.github.com/spec/v1\n")
+    check_weights_downloaded(folder, "DINO")  # a leftover .bin pointer is never read beside the .safetensors
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"^DINO: pytorch_model.bin in .* is a git-lfs pointer"):
+        check_weights_downloaded(folder, "DINO")
 
 
 def test_the_encoders_and_grounding_dino_check_their_weights_first(tmp_path):

@@ -112,7 +112,8 @@ def check_weights_downloaded(folder: str | os.PathLike, what: str) -> None:
     """Refuse a Hugging Face folder whose weights are missing, empty or git-lfs pointers (cloned without git-lfs, or
     a download cut short), naming the file, before a library fails on it with a header error."""
     folder = Path(folder)
-    weights = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    found = {suffix: sorted(p for p in folder.glob(f"*{suffix}") if p.is_file()) for suffix in WEIGHT_SUFFIXES}
+    weights = found[".safetensors"] or found[".bin"]  # transformers reads .bin only without .safetensors
     if not weights:
         raise FileNotFoundError(f"{what}: {folder} holds no weights (model.safetensors or pytorch_model.bin): "
                                 "download the model's files into it.")
