@@ -21,7 +21,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from .inputs import checked
-from ..vcd_core import embedding_io, identity
+from ..vcd_core import embedding_io, files, identity
 from ..vcd_core.text_encoder import MARKER
 from .ade import without_animatediff
 from .channels import as_rgb
@@ -139,6 +139,7 @@ class VCDTrainIdentity(io.ComfyNode):
         if empty:
             log.warning("VCD Train Identity: the masks of image(s) %s are empty; those photos are left out.", empty)
         views = identity.make_views(photos, photo_masks, resolution, identity.VIEWS_PER_IMAGE, augment, seed)
+        files.check_writable(folder, "name")  # a read-only disk is found now, not after the training
         latents = encode_views(vae, views.pixels, model)
         progress = comfy.utils.ProgressBar(steps)
         with torch.inference_mode(False):
@@ -154,12 +155,38 @@ class VCDTrainIdentity(io.ComfyNode):
                 result = identity.train_identity(text, denoise, latents, masks_latent, views.prompts(class_word), start,
                                                  alphas_cumprod, config, report)
         embedding = embedding_io.Embedding(result.vectors, identity.file_metadata(request, name, len(photos), result.losses))
-        check_name_free(name, overwrite)  # again: a file may have appeared while training
-        path = embedding_io.write_embedding(folder, name, embedding, overwrite=overwrite)
+        path = save_trained(folder, name, embedding, overwrite)
         log.info("VCD Train Identity: wrote %s (final loss %.4f)", path, result.losses[-1])
         curve = loss_curve(result.losses)
         return io.NodeOutput(identity.snippet(name, class_word), curve, embedding,
                              ui=ui.PreviewText(f"{identity.snippet(name, class_word)}\nsaved to {path}"))
+
+
+RESCUE_FOLDER = "vcd-unsaved"  # under ComfyUI's output folder: trained files that could not go where they belong
+
+
+def save_trained(folder: str, name: str, embedding: embedding_io.Embedding, overwrite: bool) -> str:
+    """Write the trained file to ``folder``. If that fails now (a file answering to the name appeared while training,
+    the disk filled) the training is not lost: the file goes to output/vcd-unsaved/TIME/ and the error says where."""
+    import folder_paths
+
+    try:
+        check_name_free(name, overwrite)  # again: a file may have appeared while training
+        return str(embedding_io.write_embedding(folder, name, embedding, overwrite=overwrite))
+    except OSError as error:
+        rescue = os.path.join(folder_paths.get_output_directory(), RESCUE_FOLDER, time.strftime("%Y%m%d-%H%M%S"))
+        for attempt in itertools.count(1):
+            try:
+                rescued = embedding_io.write_embedding(rescue + (f"-{attempt}" if attempt > 1 else ""), name, embedding)
+                break
+            except FileExistsError:
+                continue
+            except OSError:
+                raise error from None
+        log.error("VCD Train Identity: could not save %s (%s); the training is kept in %s", name, error, rescued)
+        raise type(error)(f"name: the trained embedding could not be saved as models/embeddings/{SUBFOLDER}/{name}"
+                          f".safetensors ({error}). The training is kept in {rescued}: move it into "
+                          "models/embeddings (or pick another name there) to use it.") from None
 
 
 DIFFERENCE_NAMES = {"photos_hash": "the photos or their masks", "base_model_hash": "the base model (MODEL or CLIP "

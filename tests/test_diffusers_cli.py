@@ -289,6 +289,11 @@ def long_clip(folder, frames: int = 33):
     return folder
 
 
+def a_file(path):
+    path.write_text("a file where a folder should be")
+    return path
+
+
 def wide_identity(tmp_path):
     return embedding_io.write_embedding(tmp_path, "sdxl_face", embedding_io.Embedding(torch.zeros(4, 1280)))
 
@@ -336,6 +341,9 @@ def wide_identity(tmp_path):
      r"tile_size must be a multiple of 8 and at least 64 px \(got 60\)"),
     ("identity suffix", lambda f, t: ["train-id", t, *models_args(f, motion=False), "--out", t / "me.pt"],
      r"--out: me.pt must end in .safetensors"),
+    ("unwritable out", lambda f, t: ["train-id", one_photo(t), *models_args(f, motion=False), "--out",
+                                     a_file(t / "disk") / "me.safetensors"],
+     r"vcd train-id: error: --out: .*disk is a file, not a folder, so nothing was started; give a folder\.$"),
     ("no photos", lambda f, t: ["train-id", t, *models_args(f, motion=False), "--out", t / "me.safetensors"],
      r"photos: .* holds no images"),
     ("missing mask", lambda f, t: ["train-id", save_png(np.zeros((64, 64, 3), np.uint8), t / "p" / "a.png"),

@@ -3,6 +3,7 @@ that nothing is replaced unasked (the embedding, video and table writers all go 
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,33 @@ def test_the_encoders_and_grounding_dino_check_their_weights_first(tmp_path):
     for load, name in ((encoders.load_dino, "dino"), (encoders.load_clip, "clip"), (segment.load_grounding_dino, "gdino")):
         with pytest.raises(ValueError, match="is a git-lfs pointer, not the weights"):
             load(tmp_path / name)
+
+
+def test_a_folder_is_proven_writable_and_left_clean(tmp_path):
+    files.check_writable(tmp_path / "new" / "vcd", "name")
+    assert [p.name for p in (tmp_path / "new" / "vcd").iterdir()] == []  # made, and the probe file removed
+
+
+@pytest.mark.parametrize("block", ["file in the way", "no permission"])
+def test_a_folder_that_cannot_take_files_is_named(tmp_path, monkeypatch, block):
+    """A plain file where a folder should be, or a folder that refuses new files (read-only, full): the input is
+    named with the folder and the system's reason."""
+    folder = tmp_path / "disk" / "vcd"
+    if block == "file in the way":
+        (tmp_path / "disk").write_text("")
+        reason = "Not a directory"
+    else:
+        def refuse(**kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
+        reason = "Permission denied"
+    with pytest.raises(PermissionError, match=rf"^--out: cannot write to {re.escape(str(folder))} \({reason}\), "
+                                              "so nothing was started; make that folder writable, or give another one\\.$"):
+        files.check_writable(folder, "--out")
+
+
+def test_a_file_given_as_the_folder_is_named(tmp_path):
+    (tmp_path / "me").write_text("")
+    with pytest.raises(NotADirectoryError, match=r"^name: .*me is a file, not a folder, so nothing was started"):
+        files.check_writable(tmp_path / "me", "name")

@@ -258,7 +258,7 @@ def test_interrupt_mid_training_leaves_no_file(inproc, embeddings_dir, photos, m
     finally:
         comfy.model_management.interrupt_current_processing(False)
     assert steps_seen == [1]  # training ran one step, then stopped
-    assert not any(embeddings_dir.rglob("*"))
+    assert not [path for path in embeddings_dir.rglob("*") if not path.is_dir()]  # no file, not even a temp one
 
 
 @pytest.mark.parametrize("case, overrides, message", [
@@ -645,3 +645,75 @@ def test_masked_mse_in_half_precision_at_1024_px_is_finite_and_exact():
     expected = squared.flatten(1).sum(1) / torch.tensor([65536.0, 32768.0])
     assert torch.isfinite(loss) and loss > 0
     torch.testing.assert_close(loss, expected.mean(), rtol=1e-6, atol=0)
+
+
+def test_an_unwritable_embeddings_folder_is_refused_before_training(inproc, tmp_path, monkeypatch, photos, unet_calls):
+    """models/embeddings cannot hold files (here a plain file stands where its parent folder should be; a read-only
+    disk is the same to the check): refused naming the folder before any step runs, not after the training."""
+    import folder_paths
+
+    (tmp_path / "disk").write_text("not a folder")
+    folder = tmp_path / "disk" / "embeddings"
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "embeddings", ([str(folder)], {".safetensors"}))
+    model = inproc.tiny.tiny_model(0)
+    calls = unet_calls(model)
+    with pytest.raises(PermissionError, match=rf"name: cannot write to {re.escape(str(folder / 'vcd'))} .*nothing "
+                                              "was started; make that folder writable"):
+        train(inproc, inproc.tiny.tiny_clip(0), photos, model=model, steps=1, name="nowhere")
+    assert calls == []
+
+
+@pytest.fixture()
+def output_dir(inproc, tmp_path, monkeypatch):
+    """ComfyUI's output folder pointed at an empty temp folder for this test."""
+    import folder_paths
+
+    folder = tmp_path / "output"
+    folder.mkdir()
+    monkeypatch.setattr(folder_paths, "get_output_directory", lambda: str(folder))
+    return folder
+
+
+def test_a_name_taken_while_training_keeps_the_training(inproc, embeddings_dir, output_dir, photos, monkeypatch):
+    """Another run writes vcd/late.safetensors while this one trains: that file is left alone, and the training is
+    saved under output/vcd-unsaved/ with an error saying where, not thrown away."""
+    import comfy.utils
+
+    other = embeddings_dir / "vcd" / "late.safetensors"
+
+    def hook(value, total, preview, node_id=None):
+        if not other.exists():
+            embedding_io.write_embedding(other.parent, "late", embedding_io.Embedding(torch.ones(4, 768)))
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", hook)
+    with pytest.raises(FileExistsError, match=r"name: the trained embedding could not be saved as "
+                                              r"models/embeddings/vcd/late.safetensors .*The training is kept in "):
+        train(inproc, inproc.tiny.tiny_clip(0), photos, steps=2, name="late")
+    assert torch.equal(embedding_io.read_embedding(other).vectors, torch.ones(4, 768))
+    [kept] = output_dir.glob("vcd-unsaved/*/late.safetensors")
+    saved = embedding_io.read_embedding(kept)
+    assert saved.metadata["steps"] == "2" and not torch.equal(saved.vectors, torch.ones(4, 768))
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", None)
+    rerun = train(inproc, inproc.tiny.tiny_clip(0), photos, steps=2, name="late2").result[2]
+    assert torch.equal(saved.vectors, rerun.vectors)  # what was kept is the training itself
+
+
+def test_a_full_disk_at_the_end_keeps_the_training(inproc, embeddings_dir, output_dir, photos, monkeypatch):
+    """Writing the file fails at the end (disk full): the error names the cause and where the training was kept."""
+    import errno
+
+    written = inproc.pack.vcd_core.embedding_io  # the pack's own copy of the module, the one the node calls
+    real, failed = written.save_file, []
+
+    def full_once(*args, **kwargs):
+        if not failed:
+            failed.append(1)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(written, "save_file", full_once)
+    with pytest.raises(OSError, match=r"could not be saved as models/embeddings/vcd/full.safetensors \(.*No space "
+                                      r"left on device\)\. The training is kept in .*vcd-unsaved"):
+        train(inproc, inproc.tiny.tiny_clip(0), photos, steps=1, name="full")
+    assert not list(embeddings_dir.rglob("*.safetensors"))
+    assert len(list(output_dir.glob("vcd-unsaved/*/full.safetensors"))) == 1

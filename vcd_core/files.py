@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["exists_error", "load_tensors", "write_atomic", "check_weights_downloaded"]
+__all__ = ["check_weights_downloaded", "check_writable", "exists_error", "load_tensors", "write_atomic"]
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 LFS_POINTER = b"version https://git-lfs"  # what a clone without git-lfs leaves in place of each weights file
@@ -82,6 +82,23 @@ def _link_new(temp: str, target: Path) -> None:
     except BaseException:
         os.unlink(target)
         raise
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """Make ``folder`` if needed and prove a file can be created in it, before long work whose result goes there
+    (training): a read-only or full disk is then a PermissionError naming ``what``, not work lost at the end."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{what}: {folder} is a file, not a folder, so nothing was started; give a folder.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".vcd-write-check.", suffix=".tmp", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise PermissionError(f"{what}: cannot write to {folder} ({reason}), so nothing was started; make that folder "
+                              "writable, or give another one.") from None
 
 
 def write_atomic(target: str | os.PathLike, write: Callable[[str], None], overwrite: bool = False) -> Path:

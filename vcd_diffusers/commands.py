@@ -145,7 +145,7 @@ def run_train(args: argparse.Namespace) -> None:
     import torch
 
     from vcd_core import embedding_io, identity
-    from vcd_core.files import exists_error
+    from vcd_core.files import check_writable, exists_error
 
     from .train import train_identity
     from .video_io import read_frames, write_table
@@ -156,6 +156,7 @@ def run_train(args: argparse.Namespace) -> None:
     for path in (args.out, args.losses):
         if path is not None and path.exists() and not args.overwrite:
             raise exists_error(path)
+    check_writable(args.out.parent, "--out")  # a read-only or missing disk is found now, not after the training
     config = identity.TrainConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed)
     files = photo_files(args.photos)
     check_segment_options(args, files)
