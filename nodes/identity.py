@@ -136,8 +136,9 @@ class VCDTrainIdentity(io.ComfyNode):
                 curve = loss_curve(json.loads(reused.metadata.get("losses", "[]")))
                 return io.NodeOutput(text, curve, reused, ui=ui.PreviewText(f"{text}\n{message}"))
         photos, photo_masks, empty = identity.usable_references(images, masks)
-        if empty:
-            log.warning("VCD Train Identity: the masks of image(s) %s are empty; those photos are left out.", empty)
+        warnings = mask_warnings(masks, empty)
+        for warning in warnings:
+            log.warning("VCD Train Identity: %s", warning)
         views = identity.make_views(photos, photo_masks, resolution, identity.VIEWS_PER_IMAGE, augment, seed)
         files.check_writable(folder, "name")  # a read-only disk is found now, not after the training
         latents = encode_views(vae, views.pixels, model)
@@ -159,7 +160,18 @@ class VCDTrainIdentity(io.ComfyNode):
         log.info("VCD Train Identity: wrote %s (final loss %.4f)", path, result.losses[-1])
         curve = loss_curve(result.losses)
         return io.NodeOutput(identity.snippet(name, class_word), curve, embedding,
-                             ui=ui.PreviewText(f"{identity.snippet(name, class_word)}\nsaved to {path}"))
+                             ui=ui.PreviewText("\n".join([identity.snippet(name, class_word), f"saved to {path}",
+                                                          *warnings])))
+
+
+def mask_warnings(masks: torch.Tensor | None, empty: list[int]) -> list[str]:
+    """What the artist should know about the subject masks before trusting the result: photos left out, and masks
+    that look like the background (inverted) rather than the person."""
+    warnings = [f"the masks of image(s) {empty} are empty; those photos are left out."] if empty else []
+    inverted = identity.background_like(masks.reshape(-1, *masks.shape[-2:])) if masks is not None else []
+    if inverted:
+        warnings.append(identity.background_warning(inverted))
+    return warnings
 
 
 RESCUE_FOLDER = "vcd-unsaved"  # under ComfyUI's output folder: trained files that could not go where they belong

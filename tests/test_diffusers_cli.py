@@ -112,7 +112,7 @@ def test_train_generate_refine_upscale_evaluate(vcd, tiny_files, tmp_path, read_
     trained = embedding_io.read_embedding(identity_file)
     assert (trained.tokens, trained.width) == (4, 768) and trained.metadata["prompt"] == "embedding:astro woman"
     assert trained.metadata["references"] == "3" and len((tmp_path / "ids" / "losses.csv").read_text().split()) == 4
-    assert "train-id" in err and "embedding:astro woman" in out
+    assert "train-id" in err and "embedding:astro woman" in out and "warning" not in out
 
     prompt = ["--identity", identity_file, "--prompt", "a photo of {identity} woman"]
     code, out, err = vcd("generate", *models_args(tiny_files), *prompt, "--frames", 8, "--width", 64, "--height", 64,
@@ -385,6 +385,19 @@ def wide_identity(tmp_path):
 def test_bad_inputs_are_one_line_errors(vcd, tiny_files, tmp_path, case, args, message):
     code, out, err = vcd(*args(tiny_files, tmp_path))
     assert code == 2 and "Traceback" not in err and re.search(message, err), err
+
+
+def test_train_id_warns_when_the_masks_look_like_the_background(vcd, tiny_files, tmp_path):
+    """A mask covering all but a box in the middle (an inverted subject mask) trains, with a warning naming it."""
+    save_png(skimage.data.astronaut()[::8, ::8].copy(), tmp_path / "photos" / "astro.png")
+    mask = np.full((64, 64), 255, np.uint8)
+    mask[5:40, 15:47] = 0
+    save_png(mask, tmp_path / "masks" / "astro.png")
+    code, out, err = vcd("train-id", tmp_path / "photos", "--masks", tmp_path / "masks",
+                         *models_args(tiny_files, motion=False), "--steps", 1, "--batch-size", 1, "--resolution", 64,
+                         "--out", tmp_path / "ids" / "inverted.safetensors")
+    assert code == 0, err
+    assert "warning: the masks of ['astro.png'] cover the photo's edges far more than its middle" in out
 
 
 def test_masks_are_found_by_the_photos_name_png_first(tmp_path):

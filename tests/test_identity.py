@@ -717,3 +717,54 @@ def test_a_full_disk_at_the_end_keeps_the_training(inproc, embeddings_dir, outpu
         train(inproc, inproc.tiny.tiny_clip(0), photos, steps=1, name="full")
     assert not list(embeddings_dir.rglob("*.safetensors"))
     assert len(list(output_dir.glob("vcd-unsaved/*/full.safetensors"))) == 1
+
+
+@pytest.fixture()
+def cut_out_png(inproc, tmp_path, monkeypatch):
+    """``cut_out_png(keep_colours)``: the name of an RGBA cut-out of the astronaut in ComfyUI's input folder, as a
+    background remover writes it: alpha 1 on an ellipse around her, 0 around; the RGB under the transparent part
+    zeroed (most removers) or kept."""
+    import folder_paths
+    from PIL import Image
+
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))
+    photo = skimage.data.astronaut()[::8, ::8]  # 64 px
+    y, x = np.mgrid[-1:1:64j, -1:1:64j]
+    alpha = ((x / 0.5) ** 2 + ((y - 0.3) / 0.8) ** 2 <= 1).astype(np.uint8) * 255
+
+    def write(keep_colours: bool) -> str:
+        rgb = photo if keep_colours else photo * (alpha[..., None] > 0)
+        name = f"cut_{keep_colours}.png"
+        Image.fromarray(np.dstack([rgb, alpha]).astype(np.uint8), "RGBA").save(tmp_path / name)
+        return name
+
+    return write
+
+
+def test_load_images_mask_of_a_cut_out_is_refused_and_its_inverse_trains(inproc, embeddings_dir, cut_out_png):
+    """Core Load Image gives a cut-out PNG's MASK as 1 - alpha: the transparent background. Wired straight into
+    Train Identity it would train on a flat black fill: refused naming the fix. Inverted (the person) it trains."""
+    import nodes
+
+    image, mask = nodes.LoadImage().load_image(cut_out_png(keep_colours=False))
+    with pytest.raises(ValueError, match=r"masks: under mask\(s\) \[0\] the photo is one flat colour.*InvertMask"):
+        train(inproc, inproc.tiny.tiny_clip(0), image, masks=mask, steps=1, name="cut")
+    assert not list(embeddings_dir.rglob("*.safetensors"))
+    done = train(inproc, inproc.tiny.tiny_clip(0), image, masks=1 - mask, steps=1, name="cut")
+    assert "edges" not in " ".join(done.ui.as_dict()["text"])
+
+
+def test_a_background_like_mask_trains_with_a_warning(inproc, embeddings_dir, cut_out_png, caplog):
+    """The same cut-out with its colours kept under the transparency: the background mask is not one flat colour,
+    so it trains, but the node (log and text under it) says the masks look like the background."""
+    import nodes
+
+    image, mask = nodes.LoadImage().load_image(cut_out_png(keep_colours=True))
+    with caplog.at_level("WARNING", logger="vcd"):
+        done = train(inproc, inproc.tiny.tiny_clip(0), image, masks=mask, steps=1, name="background")
+    warning = "the masks of [0] cover the photo's edges far more than its middle"
+    assert warning in " ".join(done.ui.as_dict()["text"]) and warning in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vcd"):
+        done = train(inproc, inproc.tiny.tiny_clip(0), image, masks=1 - mask, steps=1, name="person")
+    assert "edges" not in " ".join(done.ui.as_dict()["text"]) and "edges" not in caplog.text

@@ -257,3 +257,63 @@ def test_a_training_request_and_its_file_metadata():
                         "prompt": "embedding:mona woman", "losses": json.dumps(losses)}
     assert json.loads(metadata["losses"]) == losses  # exact round trip
     assert identity.snippet("mona", "") == "embedding:mona"
+
+
+def cut_out(size: int = 40, fill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A photo as Load Image gives a cut-out PNG: a person (noise) in an ellipse, the transparent rest one ``fill``
+    colour; and its alpha (1 on the person). Load Image's MASK is ``1 - alpha``."""
+    generator = torch.Generator().manual_seed(0)
+    y, x = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    alpha = ((x / 0.5) ** 2 + ((y - 0.3) / 0.8) ** 2 <= 1).float()  # a figure standing in the middle, cut at the bottom
+    photo = torch.rand(size, size, 3, generator=generator) * alpha[..., None] + fill * (1 - alpha[..., None])
+    return photo, alpha
+
+
+def test_a_cut_outs_transparent_background_as_the_mask_is_refused():
+    """Load Image's mask of a cut-out is 1 on the transparent fill: training there would learn a flat colour, so
+    it is refused naming the mask and the fix; the same mask inverted (the person) is taken."""
+    photo, alpha = cut_out(fill=0.0)
+    other, other_alpha = cut_out(fill=1.0)
+    with pytest.raises(ValueError, match=r"^masks: under mask\(s\) \[1\] the photo is one flat colour, so there is "
+                                         r"no subject to learn: a mask from Load Image is 1 where the PNG is "
+                                         r"transparent .*put an InvertMask between them"):
+        identity.usable_references([other, photo], torch.stack([other_alpha, 1 - alpha]))
+    photos, masks, _ = identity.usable_references([photo, other], torch.stack([alpha, other_alpha]))
+    assert len(photos) == 2
+
+
+@pytest.mark.parametrize("spread, share, masked, flat", [
+    (2 / 255, 1.0, 0.5, True),  # PNG-exact fill, or within two levels of it
+    (3 / 255, 1.0, 0.5, False),  # beyond: colours that vary
+    (0.0, 0.96, 0.5, True),  # a few anti-aliased pixels of the person's edge under the mask
+    (0.0, 0.94, 0.5, False),
+    (0.0, 1.0, 0.009, False),  # under 1% of the photo: too little to say
+    (0.0, 1.0, 0.011, True),
+])
+def test_a_flat_colour_is_told_by_spread_share_and_size(spread, share, masked, flat):
+    pixels = 10_000
+    under = round(pixels * masked)  # the first ``under`` pixels are masked
+    outliers = round(under * (1 - share))
+    image = torch.rand(pixels, 1, 3, generator=torch.Generator().manual_seed(0))  # unmasked: anything
+    image[:under] = 0.4
+    image[:under // 2, 0, 0] += spread  # half the masked pixels off the others by ``spread``
+    image[:outliers] = 0.9  # and a few far off
+    mask = torch.zeros(pixels, 1)
+    mask[:under] = 1
+    assert identity.flat_under_mask(image, mask) is flat
+    assert identity.flat_under_mask(image, mask * 0.98) is False  # only fully masked pixels count
+
+
+def test_masks_that_look_like_the_background_are_named():
+    """The background around a figure covers the border ring and little of the middle; a person, or a face that
+    fills the frame, does not."""
+    _, alpha = cut_out()
+    frame_filling = torch.ones(40, 40)
+    frame_filling[:6, :6] = 0
+    assert identity.background_like(torch.stack([alpha, 1 - alpha, frame_filling, torch.ones(40, 40),
+                                                 torch.zeros(40, 40)])) == [1]
+    wide = torch.zeros(20, 60)
+    wide[:, :1] = wide[:, -1:] = wide[:1] = wide[-1:] = 1  # the border ring alone: one pixel wide for 5% of 20
+    assert identity.background_like([wide, wide[1:-1, 1:-1]]) == [0]
+    assert identity.background_warning(["a.png"]).startswith("the masks of ['a.png'] cover the photo's edges far "
+                                                             "more than its middle")

@@ -27,6 +27,7 @@ from .embedding_io import fingerprint
 from .text_encoder import MARKER
 
 __all__ = [
+    "background_like", "background_warning", "flat_under_mask",
     "RARE_TOKENS", "VIEWS_PER_IMAGE", "FILE_FORMAT", "SETTINGS", "TrainConfig", "usable_references", "photos_hash",
     "training_request", "file_metadata", "snippet", "autocast_for", "Views", "center_square", "Augmentation",
     "draw_augmentation", "apply_augmentation", "make_views", "latent_masks",
@@ -41,6 +42,10 @@ ZOOM_IN_PREFIXES = ("zoomed in ", "close up ")
 VIEWS_PER_IMAGE = 8  # augmented views encoded once per reference photo
 FILE_FORMAT = "vcd-identity/1"  # the metadata "format" of an identity file we train
 # What makes two training requests the same: the settings, the photos and the base model (metadata keys).
+FLAT_COLOUR = 2 / 255  # colours this close to the masked area's median count as one flat fill
+FLAT_SHARE = 0.95  # a masked area this much one flat colour holds no subject (a cut-out's transparent fill)
+EDGE = 0.05  # the border ring background_like looks at, as a share of the photo's shorter side
+
 SETTINGS = ("tokens", "class_word", "steps", "learning_rate", "batch_size", "seed", "augment", "resolution")
 
 
@@ -98,12 +103,50 @@ def usable_references(images: Sequence[torch.Tensor], masks: torch.Tensor | Sequ
     if broken:
         raise ValueError(f"masks: mask(s) {broken} hold NaN or infinite values: check the node that made them "
                          "(a mask is 0 to 1).")
+    flat = [i for i, (image, mask) in enumerate(zip(images, masks)) if flat_under_mask(image, mask)]
+    if flat:
+        raise ValueError(f"masks: under mask(s) {flat} the photo is one flat colour, so there is no subject to learn: a "
+                         "mask from Load Image is 1 where the PNG is transparent (a cut-out's background); put an "
+                         "InvertMask between them, or make the masks with VCD Prompt Segment.")
     empty = [i for i, mask in enumerate(masks) if float(mask.sum()) == 0.0]
     if len(empty) == len(photos):
         raise ValueError("masks: every mask is empty, so there is nothing to learn; check the segmentation prompt "
                          "or set Prompt Segment's if_none to 'full'.")
     keep = [i for i in range(len(photos)) if i not in empty]
     return [photos[i] for i in keep], [masks[i].float() for i in keep], empty
+
+
+def flat_under_mask(image: torch.Tensor, mask: torch.Tensor) -> bool:
+    """Whether the fully masked part (at least 1% of the photo) of ``image`` ``[H, W, C]`` is one flat colour, as the
+    transparent fill of a cut-out PNG is: no person looks like that."""
+    pixels = image[mask >= 0.99].float()
+    if pixels.shape[0] < 0.01 * mask.numel():
+        return False
+    median = pixels.median(dim=0).values
+    return float(((pixels - median).abs().amax(dim=-1) <= FLAT_COLOUR).float().mean()) >= FLAT_SHARE
+
+
+def background_like(masks: torch.Tensor | Sequence[torch.Tensor]) -> list[int]:
+    """Indices of masks ``[H, W]`` that look like the background around a subject rather than the subject: they
+    cover most of the photo's border ring and clearly less of its middle (an inverted mask, most likely)."""
+    suspects = []
+    for index, mask in enumerate(masks):
+        height, width = mask.shape[-2:]
+        edge = max(1, round(EDGE * min(height, width)))
+        ring = torch.ones(height, width, dtype=torch.bool)
+        ring[edge:height - edge, edge:width - edge] = False
+        border = float(mask.float()[ring].mean())
+        middle = float(mask.float()[height // 4:height - height // 4, width // 4:width - width // 4].mean())
+        if border > 0.5 and middle < border - 0.25:
+            suspects.append(index)
+    return suspects
+
+
+def background_warning(masks: Iterable[object]) -> str:
+    """The warning for ``background_like`` masks, naming them (indices or file names)."""
+    return (f"the masks of {list(masks)} cover the photo's edges far more than its middle, like the background around "
+            "a person, and training learns what they cover: invert them if so (in ComfyUI, Load Image's mask is 1 "
+            "where the PNG is transparent: put an InvertMask after it).")
 
 
 def photos_hash(images: torch.Tensor | Sequence[torch.Tensor], masks: torch.Tensor | Sequence[torch.Tensor] | None

@@ -162,6 +162,9 @@ def run_train(args: argparse.Namespace) -> None:
     check_segment_options(args, files)
     photos = [read_frames(path, "photos")[0] for path in files]
     masks = subject_masks(args, files, photos)
+    inverted = identity.background_like(masks) if masks else []
+    if inverted:
+        print(f"warning: {identity.background_warning(files[i].name for i in inverted)}")
     models = cli.load_models(args)  # float32 (train-id has no --dtype): CUDA trains under autocast
     progress = cli.Progress("train-id", args.quiet)
     trained = train_identity(models, photos, masks, name=name, class_word=args.class_word, tokens=args.tokens,
