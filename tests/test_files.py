@@ -132,9 +132,10 @@ def test_the_encoders_and_grounding_dino_check_their_weights_first(tmp_path):
 def test_a_folder_is_proven_writable_and_left_clean(tmp_path):
     files.check_writable(tmp_path / "new" / "vcd", "name")
     assert [p.name for p in (tmp_path / "new" / "vcd").iterdir()] == []  # made, and the probe file removed
+    files.check_writable(tmp_path / "new" / "vcd", "name")  # a folder that is there already is fine
 
 
-@pytest.mark.parametrize("block", ["file in the way", "no permission"])
+@pytest.mark.parametrize("block", ["file in the way", "no permission", "no reason given"])
 def test_a_folder_that_cannot_take_files_is_named(tmp_path, monkeypatch, block):
     """A plain file where a folder should be, or a folder that refuses new files (read-only, full): the input is
     named with the folder and the system's reason."""
@@ -146,8 +147,11 @@ def test_a_folder_that_cannot_take_files_is_named(tmp_path, monkeypatch, block):
         def refuse(**kwargs):
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
-        reason = "Permission denied"
+        def silent(**kwargs):
+            raise OSError()
+
+        monkeypatch.setattr(files.tempfile, "mkstemp", refuse if block == "no permission" else silent)
+        reason = "Permission denied" if block == "no permission" else "OSError"
     with pytest.raises(PermissionError, match=rf"^--out: cannot write to {re.escape(str(folder))} \({reason}\), "
                                               "so nothing was started; make that folder writable, or give another one\\.$"):
         files.check_writable(folder, "--out")

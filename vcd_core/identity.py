@@ -27,7 +27,7 @@ from .embedding_io import fingerprint
 from .text_encoder import MARKER
 
 __all__ = [
-    "background_like", "background_warning", "flat_under_mask",
+    "background_like", "background_warning", "border_and_middle", "flat_under_mask", "looks_like_background",
     "RARE_TOKENS", "VIEWS_PER_IMAGE", "FILE_FORMAT", "SETTINGS", "TrainConfig", "usable_references", "photos_hash",
     "training_request", "file_metadata", "snippet", "autocast_for", "Views", "center_square", "Augmentation",
     "draw_augmentation", "apply_augmentation", "make_views", "latent_masks",
@@ -42,9 +42,9 @@ ZOOM_IN_PREFIXES = ("zoomed in ", "close up ")
 VIEWS_PER_IMAGE = 8  # augmented views encoded once per reference photo
 FILE_FORMAT = "vcd-identity/1"  # the metadata "format" of an identity file we train
 # What makes two training requests the same: the settings, the photos and the base model (metadata keys).
-FLAT_COLOUR = 2 / 255  # colours this close to the masked area's median count as one flat fill
+FLAT_COLOUR = 1 / 128  # colours this close to the masked area's median count as one flat fill (two 8-bit levels)
 FLAT_SHARE = 0.95  # a masked area this much one flat colour holds no subject (a cut-out's transparent fill)
-EDGE = 0.05  # the border ring background_like looks at, as a share of the photo's shorter side
+EDGE = 0.05  # the border ring border_and_middle looks at, as a share of the photo's shorter side
 
 SETTINGS = ("tokens", "class_word", "steps", "learning_rate", "batch_size", "seed", "augment", "resolution")
 
@@ -123,23 +123,31 @@ def flat_under_mask(image: torch.Tensor, mask: torch.Tensor) -> bool:
     if pixels.shape[0] < 0.01 * mask.numel():
         return False
     median = pixels.median(dim=0).values
-    return float(((pixels - median).abs().amax(dim=-1) <= FLAT_COLOUR).float().mean()) >= FLAT_SHARE
+    close = int(((pixels - median).abs().amax(dim=-1) <= FLAT_COLOUR).sum())
+    return close >= FLAT_SHARE * pixels.shape[0]
+
+
+def border_and_middle(mask: torch.Tensor) -> tuple[float, float]:
+    """How much of a mask ``[H, W]`` covers the photo's border ring (``EDGE`` of the shorter side, at least a pixel)
+    and its middle (the central half of each side)."""
+    height, width = mask.shape
+    edge = max(1, round(EDGE * min(height, width)))
+    ring = torch.ones(height, width, dtype=torch.bool)
+    ring[edge:height - edge, edge:width - edge] = False
+    mask = mask.float()
+    middle = mask[height // 4:height - height // 4, width // 4:width - width // 4]
+    return float(mask[ring].mean()), float(middle.mean())
+
+
+def looks_like_background(border: float, middle: float) -> bool:
+    """A mask over most of the border ring and clearly less of the middle: the background around a person (an
+    inverted subject mask, most likely), not the person."""
+    return border > 0.5 and middle < border - 0.25
 
 
 def background_like(masks: torch.Tensor | Sequence[torch.Tensor]) -> list[int]:
-    """Indices of masks ``[H, W]`` that look like the background around a subject rather than the subject: they
-    cover most of the photo's border ring and clearly less of its middle (an inverted mask, most likely)."""
-    suspects = []
-    for index, mask in enumerate(masks):
-        height, width = mask.shape[-2:]
-        edge = max(1, round(EDGE * min(height, width)))
-        ring = torch.ones(height, width, dtype=torch.bool)
-        ring[edge:height - edge, edge:width - edge] = False
-        border = float(mask.float()[ring].mean())
-        middle = float(mask.float()[height // 4:height - height // 4, width // 4:width - width // 4].mean())
-        if border > 0.5 and middle < border - 0.25:
-            suspects.append(index)
-    return suspects
+    """Indices of the masks ``[H, W]`` that look like the background around a subject rather than the subject."""
+    return [index for index, mask in enumerate(masks) if looks_like_background(*border_and_middle(mask))]
 
 
 def background_warning(masks: Iterable[object]) -> str:
